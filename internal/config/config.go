@@ -1,0 +1,405 @@
+// Package config reads the daemon's TOML configuration and turns it into
+// the values the daemon runs on: listener settings, timeouts and a policy.
+//
+// It validates everything up front and names the line of each problem, so
+// that a broken file is rejected before it replaces a working one. It must
+// not open sockets or change the process; resolving user and group names
+// (os/user) is its only lookup.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"sockfactory/internal/paths"
+	"sockfactory/internal/policy"
+)
+
+// Defaults.
+const (
+	DefaultSocketMode     os.FileMode = 0o660
+	DefaultConnectTimeout             = 10 * time.Second
+	DefaultMinAttempt                 = 2 * time.Second
+	DefaultMaxInFlight                = 64
+)
+
+// Config is a validated configuration.
+type Config struct {
+	// Socket is the native protocol's socket path.
+	Socket string
+	// SocketMode is the socket file's permission bits.
+	SocketMode os.FileMode
+	// SocketGID is the socket file's group, or -1 to leave it as created.
+	SocketGID int
+	// LogJSON selects JSON logs instead of text.
+	LogJSON bool
+	// LogLevel is the least level logged.
+	LogLevel slog.Level
+	// ConnectTimeout bounds a connect request when the client asks for no
+	// shorter time.
+	ConnectTimeout time.Duration
+	// MinAttempt is the least time one address gets when several share the
+	// connect budget.
+	MinAttempt time.Duration
+	// ResolverServers, when not empty, are the DNS servers (ip:port) the
+	// daemon queries instead of the system's.
+	ResolverServers []string
+	// MaxInFlight is the most requests one connection may have in flight.
+	MaxInFlight int
+	// Policy holds the rules.
+	Policy *policy.Policy
+	// Source names where the configuration came from, for logs.
+	Source string
+}
+
+// file mirrors the TOML document.
+type file struct {
+	Daemon struct {
+		Socket      string `toml:"socket"`
+		SocketMode  string `toml:"socket_mode"`
+		SocketGroup string `toml:"socket_group"`
+		LogFormat   string `toml:"log_format"`
+		LogLevel    string `toml:"log_level"`
+		MaxInFlight *int   `toml:"max_in_flight"`
+	} `toml:"daemon"`
+	Connect struct {
+		Timeout    duration `toml:"timeout"`
+		MinAttempt duration `toml:"min_attempt"`
+	} `toml:"connect"`
+	Resolver struct {
+		Servers []string `toml:"servers"`
+	} `toml:"resolver"`
+	Rules []ruleFile `toml:"rule"`
+}
+
+type ruleFile struct {
+	Name    string   `toml:"name"`
+	Users   []any    `toml:"users"`
+	Groups  []any    `toml:"groups"`
+	Connect []string `toml:"connect"`
+}
+
+type duration struct {
+	d   time.Duration
+	set bool
+}
+
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("bad duration %q: write e.g. \"10s\" or \"500ms\"", b)
+	}
+	if v <= 0 {
+		return fmt.Errorf("duration %q must be positive", b)
+	}
+	d.d, d.set = v, true
+	return nil
+}
+
+// Error is a configuration problem at a place in the file.
+type Error struct {
+	// File is the file's name.
+	File string
+	// Line is the 1-based line, or 0 when the problem has no one place.
+	Line int
+	// Msg says what is wrong.
+	Msg string
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+}
+
+// Default is the configuration used when none is given: the default socket,
+// and one rule letting root and the daemon's own user connect to loopback
+// destinations only. Everyone else is denied.
+func Default() *Config {
+	uids := []uint32{0}
+	if u := uint32(os.Getuid()); u != 0 {
+		uids = append(uids, u)
+	}
+	var dests []policy.Dest
+	for _, s := range []string{"127.0.0.0/8:*", "[::1]:*", "localhost:*"} {
+		d, err := policy.ParseDest(s)
+		if err != nil {
+			panic(err) // a constant; covered by tests
+		}
+		dests = append(dests, d)
+	}
+	return &Config{
+		Socket:         paths.DaemonSocket(),
+		SocketMode:     DefaultSocketMode,
+		SocketGID:      -1,
+		LogLevel:       slog.LevelInfo,
+		ConnectTimeout: DefaultConnectTimeout,
+		MinAttempt:     DefaultMinAttempt,
+		MaxInFlight:    DefaultMaxInFlight,
+		Policy:         &policy.Policy{Rules: []policy.Rule{{Name: "builtin-loopback", UIDs: uids, Connect: dests}}},
+		Source:         "built-in default",
+	}
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse validates a configuration document; name is used in errors.
+func Parse(name string, data []byte) (*Config, error) {
+	var f file
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, tomlError(name, data, err)
+	}
+	p := &parser{name: name, data: data}
+	c := &Config{
+		Socket:          f.Daemon.Socket,
+		SocketMode:      DefaultSocketMode,
+		SocketGID:       -1,
+		LogLevel:        slog.LevelInfo,
+		ConnectTimeout:  DefaultConnectTimeout,
+		MinAttempt:      DefaultMinAttempt,
+		MaxInFlight:     DefaultMaxInFlight,
+		ResolverServers: f.Resolver.Servers,
+		Source:          name,
+	}
+	if c.Socket == "" {
+		c.Socket = paths.DaemonSocket()
+	} else if !strings.HasPrefix(c.Socket, "/") {
+		return nil, p.errAt("socket", "socket %q must be an absolute path", c.Socket)
+	}
+	if s := f.Daemon.SocketMode; s != "" {
+		m, err := strconv.ParseUint(s, 8, 32)
+		if err != nil || m > 0o777 {
+			return nil, p.errAt("socket_mode", "socket_mode %q must be octal permission bits such as \"0660\"", s)
+		}
+		c.SocketMode = os.FileMode(m)
+	}
+	if g := f.Daemon.SocketGroup; g != "" {
+		gid, err := lookupGroup(g)
+		if err != nil {
+			return nil, p.errAt("socket_group", "socket_group: %v", err)
+		}
+		c.SocketGID = int(gid)
+	}
+	switch f.Daemon.LogFormat {
+	case "", "text":
+	case "json":
+		c.LogJSON = true
+	default:
+		return nil, p.errAt("log_format", "log_format %q: want \"text\" or \"json\"", f.Daemon.LogFormat)
+	}
+	if s := f.Daemon.LogLevel; s != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(s)); err != nil {
+			return nil, p.errAt("log_level", "log_level %q: want debug, info, warn or error", s)
+		}
+	}
+	if n := f.Daemon.MaxInFlight; n != nil {
+		if *n < 1 || *n > 4096 {
+			return nil, p.errAt("max_in_flight", "max_in_flight %d: want 1 to 4096", *n)
+		}
+		c.MaxInFlight = *n
+	}
+	if f.Connect.Timeout.set {
+		c.ConnectTimeout = f.Connect.Timeout.d
+	}
+	if f.Connect.MinAttempt.set {
+		c.MinAttempt = f.Connect.MinAttempt.d
+	}
+	for _, s := range f.Resolver.Servers {
+		if _, err := netip.ParseAddrPort(s); err != nil {
+			return nil, p.errAtValue(s, "resolver server %q: want a numeric ip:port such as 127.0.0.53:53 or [::1]:53", s)
+		}
+	}
+	pol := &policy.Policy{}
+	for i, rf := range f.Rules {
+		r, err := p.rule(i, rf)
+		if err != nil {
+			return nil, err
+		}
+		pol.Rules = append(pol.Rules, r)
+	}
+	c.Policy = pol
+	return c, nil
+}
+
+type parser struct {
+	name string
+	data []byte
+}
+
+func (p *parser) rule(i int, rf ruleFile) (policy.Rule, error) {
+	r := policy.Rule{Name: rf.Name}
+	if r.Name == "" {
+		r.Name = fmt.Sprintf("rule[%d]", i)
+	}
+	at := p.ruleLine(i)
+	if len(rf.Users) == 0 && len(rf.Groups) == 0 {
+		return r, &Error{p.name, at, fmt.Sprintf("rule %q names no users or groups: add users = [...] or groups = [...]", r.Name)}
+	}
+	for _, u := range rf.Users {
+		uid, err := principal(u, lookupUser)
+		if err != nil {
+			return r, p.ruleErr(i, u, "rule %q: user %v", r.Name, err)
+		}
+		r.UIDs = append(r.UIDs, uid)
+	}
+	for _, g := range rf.Groups {
+		gid, err := principal(g, lookupGroup)
+		if err != nil {
+			return r, p.ruleErr(i, g, "rule %q: group %v", r.Name, err)
+		}
+		r.GIDs = append(r.GIDs, gid)
+	}
+	for _, s := range rf.Connect {
+		d, err := policy.ParseDest(s)
+		if err != nil {
+			return r, p.ruleErr(i, s, "rule %q: connect: %v", r.Name, err)
+		}
+		r.Connect = append(r.Connect, d)
+	}
+	return r, nil
+}
+
+// principal turns a name or number into an ID.
+func principal(v any, lookup func(string) (uint32, error)) (uint32, error) {
+	switch v := v.(type) {
+	case int64:
+		if v < 0 || v > 1<<32-2 {
+			return 0, fmt.Errorf("%d: out of range", v)
+		}
+		return uint32(v), nil
+	case string:
+		if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+			return uint32(n), nil
+		}
+		return lookup(v)
+	}
+	return 0, fmt.Errorf("%v: want a name or a number", v)
+}
+
+func lookupUser(name string) (uint32, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, fmt.Errorf("%q: no such user", name)
+	}
+	n, err := strconv.ParseUint(u.Uid, 10, 32)
+	return uint32(n), err
+}
+
+func lookupGroup(name string) (uint32, error) {
+	if n, err := strconv.ParseUint(name, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("%q: no such group", name)
+	}
+	n, err := strconv.ParseUint(g.Gid, 10, 32)
+	return uint32(n), err
+}
+
+// tomlError turns a go-toml error into an *Error with a line.
+func tomlError(name string, data []byte, err error) error {
+	var se *toml.StrictMissingError
+	if errors.As(err, &se) && len(se.Errors) > 0 {
+		e := &se.Errors[0]
+		row, _ := e.Position()
+		return &Error{name, row, fmt.Sprintf("unknown setting %q (see docs/configuration.md)", strings.Join(e.Key(), "."))}
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, _ := de.Position()
+		return &Error{name, row, de.Error()}
+	}
+	return &Error{name, 0, err.Error()}
+}
+
+// errAt locates a top-level key's line.
+func (p *parser) errAt(key, format string, args ...any) error {
+	return &Error{p.name, p.keyLine(key, 0, len(p.data)), fmt.Sprintf(format, args...)}
+}
+
+// errAtValue locates a quoted value's first line.
+func (p *parser) errAtValue(v, format string, args ...any) error {
+	return &Error{p.name, p.valueLine(fmt.Sprint(v), 0, len(p.data)), fmt.Sprintf(format, args...)}
+}
+
+// ruleErr locates value v inside the i-th [[rule]] table.
+func (p *parser) ruleErr(i int, v any, format string, args ...any) error {
+	start, end := p.ruleSpan(i)
+	line := p.valueLine(fmt.Sprint(v), start, end)
+	if line == 0 {
+		line = lineOf(p.data, start)
+	}
+	return &Error{p.name, line, fmt.Sprintf(format, args...)}
+}
+
+func (p *parser) ruleLine(i int) int {
+	start, _ := p.ruleSpan(i)
+	return lineOf(p.data, start)
+}
+
+// ruleSpan returns the byte span of the i-th [[rule]] table.
+func (p *parser) ruleSpan(i int) (int, int) {
+	var starts []int
+	off := 0
+	for _, l := range bytes.SplitAfter(p.data, []byte("\n")) {
+		t := bytes.TrimSpace(l)
+		if bytes.HasPrefix(t, []byte("[")) {
+			if bytes.HasPrefix(bytes.ReplaceAll(t, []byte(" "), nil), []byte("[[rule]]")) {
+				starts = append(starts, off)
+			} else if len(starts) > 0 && len(starts)-1 == i {
+				return starts[i], off
+			}
+		}
+		off += len(l)
+	}
+	if i < len(starts) {
+		return starts[i], len(p.data)
+	}
+	return 0, len(p.data)
+}
+
+func (p *parser) keyLine(key string, start, end int) int {
+	off := start
+	for _, l := range bytes.SplitAfter(p.data[start:end], []byte("\n")) {
+		t := bytes.TrimSpace(l)
+		if k, _, ok := bytes.Cut(t, []byte("=")); ok && string(bytes.TrimSpace(k)) == key {
+			return lineOf(p.data, off)
+		}
+		off += len(l)
+	}
+	return 0
+}
+
+func (p *parser) valueLine(v string, start, end int) int {
+	for _, q := range []string{`"` + v + `"`, `'` + v + `'`, v} {
+		if i := bytes.Index(p.data[start:end], []byte(q)); i >= 0 {
+			return lineOf(p.data, start+i)
+		}
+	}
+	return 0
+}
+
+func lineOf(data []byte, off int) int {
+	return bytes.Count(data[:off], []byte("\n")) + 1
+}

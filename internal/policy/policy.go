@@ -1,0 +1,147 @@
+// Package policy decides what a caller may ask of the daemon.
+//
+// It makes pure decisions over values: no syscalls, no DNS, no clock. The
+// daemon identifies the caller (SO_PEERCRED), parses the request and resolves
+// names elsewhere, then asks this package. The zero Policy denies everything.
+//
+// Decisions for an IP destination do not allocate: they sit on the request
+// path of every connect.
+package policy
+
+import (
+	"net/netip"
+	"strings"
+)
+
+// Caller identifies the process on the other end of a daemon connection, as
+// the kernel reported it when the connection was made.
+type Caller struct {
+	// UID and GID are the caller's effective user and group IDs.
+	UID, GID uint32
+	// Groups are the caller's supplementary group IDs; nil when unknown.
+	Groups []uint32
+	// PID is the caller's process ID, for logs only: it identifies nothing
+	// once the process has exited.
+	PID int32
+}
+
+// Rule grants callers who match any of its principals the destinations it
+// lists.
+type Rule struct {
+	// Name identifies the rule in audit logs.
+	Name string
+	// UIDs and GIDs are the principals. A caller matches when its UID is in
+	// UIDs, or its GID or one of its supplementary groups is in GIDs.
+	UIDs []uint32
+	GIDs []uint32
+	// Connect lists the destinations the rule grants for connect requests.
+	Connect []Dest
+}
+
+// Policy is an ordered set of rules. It is immutable once built; the daemon
+// swaps whole policies on reload. The zero value denies everything.
+type Policy struct {
+	Rules []Rule
+}
+
+// Decision is the outcome of a policy check.
+type Decision struct {
+	// Allowed reports whether the request may proceed.
+	Allowed bool
+	// Rule names the rule that allowed it; empty when denied.
+	Rule string
+}
+
+func (r *Rule) matches(c *Caller) bool {
+	for _, u := range r.UIDs {
+		if u == c.UID {
+			return true
+		}
+	}
+	for _, g := range r.GIDs {
+		if g == c.GID {
+			return true
+		}
+		for _, cg := range c.Groups {
+			if g == cg {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Known reports whether any rule applies to the caller at all. A caller no
+// rule names can be refused without looking at its request.
+func (p *Policy) Known(c *Caller) bool {
+	for i := range p.Rules {
+		if p.Rules[i].matches(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// ConnectIP decides whether the caller may connect to addr:port. An
+// IPv4-mapped IPv6 address is treated as the IPv4 address. Only IP and CIDR
+// patterns can allow it: a name pattern never grants an address.
+func (p *Policy) ConnectIP(c *Caller, addr netip.Addr, port uint16) Decision {
+	addr = addr.Unmap()
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if !r.matches(c) {
+			continue
+		}
+		for j := range r.Connect {
+			d := &r.Connect[j]
+			if d.kind == destPrefix && d.Ports.Contains(port) && d.prefix.Contains(addr) {
+				return Decision{Allowed: true, Rule: r.Name}
+			}
+		}
+	}
+	return Decision{}
+}
+
+// ConnectName decides whether a name pattern lets the caller connect to the
+// DNS name host on port. host is compared case-insensitively, without a
+// trailing dot. A host that CheckHostname refuses (an IP literal, a zoned
+// IPv6 address, a numeric form, non-ASCII) is never allowed here. A false
+// result is not a denial of the request: its resolved addresses may still be
+// allowed by ConnectIP.
+func (p *Policy) ConnectName(c *Caller, host string, port uint16) Decision {
+	if CheckHostname(host) != nil {
+		return Decision{}
+	}
+	host = strings.TrimSuffix(host, ".")
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if !r.matches(c) {
+			continue
+		}
+		for j := range r.Connect {
+			d := &r.Connect[j]
+			if d.Ports.Contains(port) && d.matchName(host) {
+				return Decision{Allowed: true, Rule: r.Name}
+			}
+		}
+	}
+	return Decision{}
+}
+
+// ConnectAnyIP reports whether some IP or CIDR pattern could let the caller
+// connect to port on some address. When it is false and no name pattern
+// matches, a name need not even be resolved.
+func (p *Policy) ConnectAnyIP(c *Caller, port uint16) bool {
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if !r.matches(c) {
+			continue
+		}
+		for j := range r.Connect {
+			if d := &r.Connect[j]; d.kind == destPrefix && d.Ports.Contains(port) {
+				return true
+			}
+		}
+	}
+	return false
+}

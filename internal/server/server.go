@@ -1,0 +1,213 @@
+// Package server runs the native protocol: it accepts connections on a UNIX
+// SOCK_SEQPACKET listener, identifies each caller, decodes requests, asks the
+// policy, has the connector create sockets, and replies with the socket's fd.
+//
+// One goroutine serves each connection and one more each request in flight,
+// so a slow request never delays another. A hostile or broken client can only
+// ever get error replies and its own connection closed: nothing it sends makes
+// the server exit or leak a descriptor.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"sockfactory/internal/connector"
+	"sockfactory/internal/policy"
+)
+
+// Options configure a Server. Zero values mean the documented defaults.
+type Options struct {
+	// Logger receives operational and audit logs; nil discards them.
+	Logger *slog.Logger
+	// Policy is the initial policy; nil denies everything.
+	Policy *policy.Policy
+	// Connector makes outbound connections; nil means a zero Connector.
+	Connector *connector.Connector
+	// ConnectTimeout bounds each connect request; zero means 10 s.
+	ConnectTimeout time.Duration
+	// MaxInFlight is the most requests one connection may have in flight;
+	// zero means 64.
+	MaxInFlight int
+	// WriteTimeout bounds sending one reply to a client that does not read;
+	// zero means 10 s. A client that stalls a reply this long is dropped.
+	WriteTimeout time.Duration
+}
+
+// Server serves the native protocol. Create it with New.
+type Server struct {
+	log          *slog.Logger
+	policy       atomic.Pointer[policy.Policy]
+	connector    *connector.Connector
+	timeout      time.Duration
+	maxInFlight  int
+	writeTimeout time.Duration
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[*net.UnixListener]struct{}
+	sessions  map[*session]struct{}
+	wg        sync.WaitGroup // Serve loops and sessions
+}
+
+// New returns a Server that serves nothing until Serve is called.
+func New(o Options) *Server {
+	s := &Server{
+		log:          o.Logger,
+		connector:    o.Connector,
+		timeout:      o.ConnectTimeout,
+		maxInFlight:  o.MaxInFlight,
+		writeTimeout: o.WriteTimeout,
+		listeners:    make(map[*net.UnixListener]struct{}),
+		sessions:     make(map[*session]struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.connector == nil {
+		s.connector = &connector.Connector{}
+	}
+	if s.timeout <= 0 {
+		s.timeout = 10 * time.Second
+	}
+	if s.maxInFlight <= 0 {
+		s.maxInFlight = 64
+	}
+	if s.writeTimeout <= 0 {
+		s.writeTimeout = 10 * time.Second
+	}
+	p := o.Policy
+	if p == nil {
+		p = &policy.Policy{}
+	}
+	s.policy.Store(p)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// SetPolicy replaces the policy for requests decided from now on. Requests
+// already granted, and sockets already handed out, are not affected.
+func (s *Server) SetPolicy(p *policy.Policy) {
+	if p == nil {
+		p = &policy.Policy{}
+	}
+	s.policy.Store(p)
+}
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("server closed")
+
+// Serve accepts connections on l until Close is called or l fails for good,
+// and serves each on its own goroutine. It closes l when it returns. A
+// temporary accept failure, such as running out of file descriptors, is
+// logged and retried after a growing pause, never spun on.
+func (s *Server) Serve(l *net.UnixListener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+
+	var pause time.Duration
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return ErrServerClosed
+			}
+			if !isTemporary(err) {
+				return err
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; pausing", "err", err, "pause", pause)
+			select {
+			case <-time.After(pause):
+			case <-s.ctx.Done():
+				return ErrServerClosed
+			}
+			continue
+		}
+		pause = 0
+		s.startSession(c)
+	}
+}
+
+// isTemporary reports accept errors worth retrying: descriptor and memory
+// exhaustion, and connections aborted before accept.
+func isTemporary(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// Close stops every listener, cancels requests in flight, ends every session
+// and waits for all of them. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	s.closed = true
+	s.cancel()
+	for l := range s.listeners {
+		l.Close()
+	}
+	for ss := range s.sessions {
+		ss.stop()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) startSession(c *net.UnixConn) {
+	ss := newSession(s, c)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.sessions[ss] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		ss.run()
+		s.mu.Lock()
+		delete(s.sessions, ss)
+		s.mu.Unlock()
+	}()
+}
+
+// Sessions returns the number of client connections being served.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}

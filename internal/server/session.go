@@ -1,0 +1,218 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"sockfactory/internal/peer"
+	"sockfactory/internal/policy"
+	"sockfactory/internal/wire"
+)
+
+// session serves one client connection.
+type session struct {
+	s      *Server
+	c      *net.UnixConn
+	raw    syscall.RawConn
+	caller policy.Caller
+	log    *slog.Logger
+
+	ctx    context.Context // cancelled when the client leaves or the server closes
+	cancel context.CancelFunc
+	slots  chan struct{} // one token per request in flight
+	wg     sync.WaitGroup
+}
+
+func newSession(s *Server, c *net.UnixConn) *session {
+	ss := &session{s: s, c: c, slots: make(chan struct{}, s.maxInFlight)}
+	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
+	return ss
+}
+
+// stop makes the session's run return soon: it cancels the session's
+// requests and wakes its blocked read.
+func (ss *session) stop() {
+	ss.cancel()
+	ss.c.SetDeadline(time.Now())
+}
+
+// bufPool holds request buffers, so that an idle connection holds none.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, wire.MaxMessageSize); return &b }}
+
+func (ss *session) run() {
+	defer func() {
+		ss.cancel()
+		ss.wg.Wait()
+		ss.c.Close()
+	}()
+	raw, err := ss.c.SyscallConn()
+	if err != nil {
+		ss.s.log.Error("session setup failed", "err", err)
+		return
+	}
+	ss.raw = raw
+	caller, err := peer.Credentials(ss.c)
+	if err != nil {
+		ss.s.log.Error("cannot identify caller; closing connection", "err", err)
+		return
+	}
+	ss.caller = caller
+	ss.log = ss.s.log.With("uid", caller.UID, "gid", caller.GID, "pid", caller.PID)
+	ss.log.Debug("client connected")
+	defer ss.log.Debug("client disconnected")
+
+	for {
+		bp, n, err := ss.readPacket()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && ss.ctx.Err() == nil {
+				ss.log.Debug("read failed; closing connection", "err", err)
+			}
+			return
+		}
+		req, derr := wire.DecodeRequest((*bp)[:n])
+		bufPool.Put(bp)
+		if derr != nil {
+			ss.fail(req, derr)
+			continue
+		}
+		select {
+		case ss.slots <- struct{}{}:
+		default:
+			ss.fail(req, wire.Errorf(wire.CodeLimitExceeded, "more than %d requests in flight on this connection; wait for replies", cap(ss.slots)))
+			continue
+		}
+		ss.wg.Add(1)
+		go func() {
+			defer func() { <-ss.slots; ss.wg.Done() }()
+			rep, f := ss.handle(req)
+			ss.reply(rep, f)
+		}()
+	}
+}
+
+// errPacketTooLarge and errPacketFDs are read outcomes that get an error
+// reply rather than ending the connection.
+var (
+	errPacketTooLarge = wire.Errorf(wire.CodeInvalidRequest, "request exceeds %d bytes", wire.MaxMessageSize)
+	errPacketFDs      = wire.Errorf(wire.CodeInvalidRequest, "requests must not carry file descriptors")
+)
+
+// readPacket waits for one packet and reads it into a pooled buffer, taken
+// only once the packet has arrived. File descriptors a client sends are
+// closed at once. Oversize packets and packets with fds are answered here
+// and skipped.
+func (ss *session) readPacket() (*[]byte, int, error) {
+	var oob [64]byte
+	for {
+		var (
+			bp      *[]byte
+			n, oobn int
+			flags   int
+			recvErr error
+		)
+		err := ss.raw.Read(func(fd uintptr) bool {
+			bp = bufPool.Get().(*[]byte)
+			n, oobn, flags, _, recvErr = unix.Recvmsg(int(fd), *bp, oob[:], unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+			if recvErr == unix.EAGAIN {
+				bufPool.Put(bp)
+				return false
+			}
+			return true
+		})
+		if err == nil {
+			err = recvErr
+		}
+		if err != nil {
+			bufPool.Put(bp)
+			return nil, 0, err
+		}
+		closeRights(oob[:oobn])
+		switch {
+		case n == 0 && oobn == 0 && flags&unix.MSG_TRUNC == 0:
+			bufPool.Put(bp)
+			return nil, 0, io.EOF
+		case flags&unix.MSG_TRUNC != 0:
+			bufPool.Put(bp)
+			ss.reply(&wire.Reply{V: wire.Version, Error: errPacketTooLarge}, nil)
+			continue
+		case oobn > 0 || flags&unix.MSG_CTRUNC != 0:
+			bufPool.Put(bp)
+			ss.reply(&wire.Reply{V: wire.Version, Error: errPacketFDs}, nil)
+			continue
+		}
+		return bp, n, nil
+	}
+}
+
+// closeRights closes every fd in SCM_RIGHTS control messages.
+func closeRights(oob []byte) {
+	if len(oob) == 0 {
+		return
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return
+	}
+	for _, m := range msgs {
+		if fds, err := unix.ParseUnixRights(&m); err == nil {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}
+	}
+}
+
+// fail replies to a request that was refused before it was handled.
+func (ss *session) fail(req *wire.Request, e error) {
+	var id uint64
+	if req != nil {
+		id = req.ID
+	}
+	we := toWire(e)
+	ss.log.Info("request refused", "id", id, "code", we.Code, "err", we.Message)
+	ss.reply(&wire.Reply{V: wire.Version, ID: id, Error: we}, nil)
+}
+
+// reply writes one reply packet, with f's fd as its control data when f is
+// not nil, and then closes f: the client holds the only copy from here on.
+// A client that does not take the reply within the write timeout is dropped.
+func (ss *session) reply(rep *wire.Reply, f *os.File) {
+	if f != nil {
+		defer f.Close()
+		rep.FDs = 1
+	}
+	b, err := wire.Encode(rep)
+	if err != nil {
+		ss.s.log.Error("encoding reply", "err", err)
+		return
+	}
+	var oob []byte
+	if f != nil {
+		oob = unix.UnixRights(int(f.Fd()))
+	}
+	ss.c.SetWriteDeadline(time.Now().Add(ss.s.writeTimeout))
+	if _, _, err := ss.c.WriteMsgUnix(b, oob, nil); err != nil {
+		if ss.ctx.Err() == nil {
+			ss.log.Info("client did not take its reply; closing connection", "id", rep.ID, "err", err)
+		}
+		ss.stop()
+	}
+}
+
+// toWire turns any error into a typed wire error.
+func toWire(err error) *wire.Error {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return we
+	}
+	return wire.Errorf(wire.CodeInternal, "%v", err)
+}
