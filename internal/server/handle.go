@@ -197,5 +197,8 @@ func (ss *session) audit(req *wire.Request, rule string, res *wire.ConnectResult
 		ss.log.Warn("deny", args...)
 		return
 	}
-	ss.log.Info("fail", append(args, "rule", rule)...)
+	if rule != "" {
+		args = append(args, "rule", rule)
+	}
+	ss.log.Info("fail", args...)
 }
