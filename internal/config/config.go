@@ -73,8 +73,10 @@ type file struct {
 		MaxInFlight *int   `toml:"max_in_flight"`
 	} `toml:"daemon"`
 	Connect struct {
-		Timeout    duration `toml:"timeout"`
-		MinAttempt duration `toml:"min_attempt"`
+		// Durations are parsed after decoding, so that every error,
+		// a wrong TOML type included, can name its line.
+		Timeout    *string `toml:"timeout"`
+		MinAttempt *string `toml:"min_attempt"`
 	} `toml:"connect"`
 	Resolver struct {
 		Servers []string `toml:"servers"`
@@ -89,21 +91,15 @@ type ruleFile struct {
 	Connect []string `toml:"connect"`
 }
 
-type duration struct {
-	d   time.Duration
-	set bool
-}
-
-func (d *duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+func parseDuration(s string) (time.Duration, error) {
+	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("bad duration %q: write e.g. \"10s\" or \"500ms\"", b)
+		return 0, fmt.Errorf("bad duration %q: write e.g. \"10s\" or \"500ms\"", s)
 	}
 	if v <= 0 {
-		return fmt.Errorf("duration %q must be positive", b)
+		return 0, fmt.Errorf("duration %q must be positive", s)
 	}
-	d.d, d.set = v, true
-	return nil
+	return v, nil
 }
 
 // Error is a configuration problem at a place in the file.
@@ -218,15 +214,23 @@ func Parse(name string, data []byte) (*Config, error) {
 		}
 		c.MaxInFlight = *n
 	}
-	if f.Connect.Timeout.set {
-		c.ConnectTimeout = f.Connect.Timeout.d
+	if s := f.Connect.Timeout; s != nil {
+		d, err := parseDuration(*s)
+		if err != nil {
+			return nil, p.errAt("timeout", "timeout: %v", err)
+		}
+		c.ConnectTimeout = d
 	}
-	if f.Connect.MinAttempt.set {
-		c.MinAttempt = f.Connect.MinAttempt.d
+	if s := f.Connect.MinAttempt; s != nil {
+		d, err := parseDuration(*s)
+		if err != nil {
+			return nil, p.errAt("min_attempt", "min_attempt: %v", err)
+		}
+		c.MinAttempt = d
 	}
 	for _, s := range f.Resolver.Servers {
 		if _, err := netip.ParseAddrPort(s); err != nil {
-			return nil, p.errAtValue(s, "resolver server %q: want a numeric ip:port such as 127.0.0.53:53 or [::1]:53", s)
+			return nil, p.errAtValue("servers", s, "resolver server %q: want a numeric ip:port such as 127.0.0.53:53 or [::1]:53", s)
 		}
 	}
 	pol := &policy.Policy{}
@@ -258,21 +262,21 @@ func (p *parser) rule(i int, rf ruleFile) (policy.Rule, error) {
 	for _, u := range rf.Users {
 		uid, err := principal(u, lookupUser)
 		if err != nil {
-			return r, p.ruleErr(i, u, "rule %q: user %v", r.Name, err)
+			return r, p.ruleErr(i, "users", u, "rule %q: user %v", r.Name, err)
 		}
 		r.UIDs = append(r.UIDs, uid)
 	}
 	for _, g := range rf.Groups {
 		gid, err := principal(g, lookupGroup)
 		if err != nil {
-			return r, p.ruleErr(i, g, "rule %q: group %v", r.Name, err)
+			return r, p.ruleErr(i, "groups", g, "rule %q: group %v", r.Name, err)
 		}
 		r.GIDs = append(r.GIDs, gid)
 	}
 	for _, s := range rf.Connect {
 		d, err := policy.ParseDest(s)
 		if err != nil {
-			return r, p.ruleErr(i, s, "rule %q: connect: %v", r.Name, err)
+			return r, p.ruleErr(i, "connect", s, "rule %q: connect: %v", r.Name, err)
 		}
 		r.Connect = append(r.Connect, d)
 	}
@@ -296,7 +300,12 @@ func principal(v any, lookup func(string) (uint32, error)) (uint32, error) {
 	return 0, fmt.Errorf("%v: want a name or a number", v)
 }
 
+// lookupUser and lookupGroup refuse names holding a NUL: the C library
+// would read "root\x00x" as "root".
 func lookupUser(name string) (uint32, error) {
+	if strings.IndexByte(name, 0) >= 0 {
+		return 0, fmt.Errorf("%q: no such user", name)
+	}
 	u, err := user.Lookup(name)
 	if err != nil {
 		return 0, fmt.Errorf("%q: no such user", name)
@@ -308,6 +317,9 @@ func lookupUser(name string) (uint32, error) {
 func lookupGroup(name string) (uint32, error) {
 	if n, err := strconv.ParseUint(name, 10, 32); err == nil {
 		return uint32(n), nil
+	}
+	if strings.IndexByte(name, 0) >= 0 {
+		return 0, fmt.Errorf("%q: no such group", name)
 	}
 	g, err := user.LookupGroup(name)
 	if err != nil {
@@ -333,20 +345,21 @@ func tomlError(name string, data []byte, err error) error {
 	return &Error{name, 0, err.Error()}
 }
 
-// errAt locates a top-level key's line.
+// errAt locates a key's line.
 func (p *parser) errAt(key, format string, args ...any) error {
 	return &Error{p.name, p.keyLine(key, 0, len(p.data)), fmt.Sprintf(format, args...)}
 }
 
-// errAtValue locates a quoted value's first line.
-func (p *parser) errAtValue(v, format string, args ...any) error {
-	return &Error{p.name, p.valueLine(fmt.Sprint(v), 0, len(p.data)), fmt.Sprintf(format, args...)}
+// errAtValue locates value v of key (see valueAfterKey).
+func (p *parser) errAtValue(key string, v any, format string, args ...any) error {
+	return &Error{p.name, p.valueAfterKey(key, v, 0, len(p.data)), fmt.Sprintf(format, args...)}
 }
 
-// ruleErr locates value v inside the i-th [[rule]] table.
-func (p *parser) ruleErr(i int, v any, format string, args ...any) error {
+// ruleErr locates value v of key inside the i-th [[rule]] table, else the
+// table's first line.
+func (p *parser) ruleErr(i int, key string, v any, format string, args ...any) error {
 	start, end := p.ruleSpan(i)
-	line := p.valueLine(fmt.Sprint(v), start, end)
+	line := p.valueAfterKey(key, v, start, end)
 	if line == 0 {
 		line = lineOf(p.data, start)
 	}
@@ -358,7 +371,9 @@ func (p *parser) ruleLine(i int) int {
 	return lineOf(p.data, start)
 }
 
-// ruleSpan returns the byte span of the i-th [[rule]] table.
+// ruleSpan returns the byte span of the i-th [[rule]] table. Rules written
+// as an inline array (rule = [...]) have no tables: the span then starts at
+// the rule key.
 func (p *parser) ruleSpan(i int) (int, int) {
 	var starts []int
 	off := 0
@@ -376,19 +391,52 @@ func (p *parser) ruleSpan(i int) (int, int) {
 	if i < len(starts) {
 		return starts[i], len(p.data)
 	}
+	if k := p.keyOffset("rule", 0, len(p.data)); k >= 0 {
+		return k, len(p.data)
+	}
 	return 0, len(p.data)
 }
 
+// valueAfterKey returns the line of the first occurrence of v at or after
+// key's line in data[start:end] (so that a rule's name or an earlier key
+// holding the same text is not taken for it), else key's line. When key is
+// not found it returns the first line holding v, or 0.
+func (p *parser) valueAfterKey(key string, v any, start, end int) int {
+	k := p.keyOffset(key, start, end)
+	if k < 0 {
+		return p.valueLine(fmt.Sprint(v), start, end)
+	}
+	if line := p.valueLine(fmt.Sprint(v), k, end); line > 0 {
+		return line
+	}
+	return lineOf(p.data, k)
+}
+
 func (p *parser) keyLine(key string, start, end int) int {
+	if off := p.keyOffset(key, start, end); off >= 0 {
+		return lineOf(p.data, off)
+	}
+	return 0
+}
+
+// keyOffset returns the offset of the first line in data[start:end] that
+// assigns key, bare, quoted or as the last part of a dotted key
+// (daemon.socket), or -1.
+func (p *parser) keyOffset(key string, start, end int) int {
 	off := start
 	for _, l := range bytes.SplitAfter(p.data[start:end], []byte("\n")) {
 		t := bytes.TrimSpace(l)
-		if k, _, ok := bytes.Cut(t, []byte("=")); ok && string(bytes.TrimSpace(k)) == key {
-			return lineOf(p.data, off)
+		if k, _, ok := bytes.Cut(t, []byte("=")); ok && !bytes.HasPrefix(t, []byte("#")) {
+			if i := bytes.LastIndexByte(k, '.'); i >= 0 {
+				k = k[i+1:]
+			}
+			if string(bytes.Trim(bytes.TrimSpace(k), `"'`)) == key {
+				return off
+			}
 		}
 		off += len(l)
 	}
-	return 0
+	return -1
 }
 
 func (p *parser) valueLine(v string, start, end int) int {

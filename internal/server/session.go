@@ -142,11 +142,11 @@ func (ss *session) readPacket() (*[]byte, int, error) {
 			return nil, 0, io.EOF
 		case flags&unix.MSG_TRUNC != 0:
 			bufPool.Put(bp)
-			ss.reply(&wire.Reply{V: wire.Version, Error: errPacketTooLarge}, nil)
+			ss.fail(nil, errPacketTooLarge)
 			continue
 		case oobn > 0 || flags&unix.MSG_CTRUNC != 0:
 			bufPool.Put(bp)
-			ss.reply(&wire.Reply{V: wire.Version, Error: errPacketFDs}, nil)
+			ss.fail(nil, errPacketFDs)
 			continue
 		}
 		return bp, n, nil
