@@ -55,7 +55,9 @@ func startConnectDaemon(t *testing.T, records map[string][]netip.Addr) *daemon {
 		conn.Close()
 	}
 	c.Close()
-	waitFor(t, "warm-up client to disconnect", func() bool { return !strings.Contains(d.log.String(), "client connected") || strings.Count(d.log.String(), "client connected") == strings.Count(d.log.String(), "client disconnected") })
+	waitFor(t, "warm-up client to disconnect", func() bool {
+		return !strings.Contains(d.log.String(), "client connected") || strings.Count(d.log.String(), "client connected") == strings.Count(d.log.String(), "client disconnected")
+	})
 	d.checkFDs()
 	return d
 }

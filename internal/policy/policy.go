@@ -34,6 +34,10 @@ type Rule struct {
 	// UIDs, or its GID or one of its supplementary groups is in GIDs.
 	UIDs []uint32
 	GIDs []uint32
+	// Anyone makes the rule match every caller, whatever its IDs. The
+	// daemon uses it for front doors whose socket permissions are the only
+	// caller check (Clearwater-compatible listeners without a uid list).
+	Anyone bool
 	// Connect lists the destinations the rule grants for connect requests.
 	Connect []Dest
 }
@@ -53,6 +57,9 @@ type Decision struct {
 }
 
 func (r *Rule) matches(c *Caller) bool {
+	if r.Anyone {
+		return true
+	}
 	for _, u := range r.UIDs {
 		if u == c.UID {
 			return true
