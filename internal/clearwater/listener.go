@@ -1,0 +1,300 @@
+// Package clearwater is the Clearwater-compatible front door: it speaks the
+// Project Clearwater socket factory's wire protocol byte for byte, so that
+// existing C/C++ clients work unchanged, and hands every request to the same
+// broker, policy and connector as the native protocol.
+//
+// The protocol, per connection: the client sends "host:port" (at most 1023
+// bytes, one send, no terminator; a NUL ends it); on success the daemon sends
+// exactly one byte, a space, with exactly one SCM_RIGHTS fd (a connected
+// stream socket in blocking mode with SO_SNDTIMEO set) and closes; on any
+// failure it closes without sending anything. See docs/clearwater.md.
+//
+// Unlike the original, every connection is served on its own goroutine, a
+// request never makes the daemon exit, and callers are logged by their
+// kernel-reported uid and pid.
+package clearwater
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"sockfactory/internal/broker"
+	"sockfactory/internal/connector"
+	"sockfactory/internal/peer"
+	"sockfactory/internal/policy"
+	"sockfactory/internal/wire"
+)
+
+// MaxRequest is the longest request the original accepted (it read into a
+// 1024-byte buffer, keeping room for a NUL).
+const MaxRequest = 1023
+
+// reply is the success byte.
+var reply = []byte{' '}
+
+// Options configure a Listener. Zero values mean the documented defaults.
+type Options struct {
+	// Name identifies the listener in logs and policy; usually its socket
+	// path.
+	Name string
+	// Allowed is where the allowed hosts come from.
+	Allowed AllowList
+	// IPv6 lets requests reach IPv6 destinations; by default only IPv4 is
+	// used, as in the original, so legacy clients always get AF_INET.
+	IPv6 bool
+	// ConnectTimeout bounds resolution and connect, and is set as the
+	// delivered socket's SO_SNDTIMEO; zero means 30 s (the original's).
+	ConnectTimeout time.Duration
+	// ReadTimeout drops a client that sends no request in this time; zero
+	// means 10 s.
+	ReadTimeout time.Duration
+	// UIDs and GIDs, when either is non-empty, are the only callers served
+	// (matched as in policy rules). Empty means any caller that can open the
+	// socket, as in the original.
+	UIDs, GIDs []uint32
+	// Logger receives audit and operational logs; nil discards them.
+	Logger *slog.Logger
+	// Connector resolves and connects; nil means a zero Connector.
+	Connector *connector.Connector
+}
+
+// Listener serves the Clearwater protocol. Create it with New.
+type Listener struct {
+	opts   Options
+	log    *slog.Logger
+	policy atomic.Pointer[policy.Policy]
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	reloadMu sync.Mutex
+
+	mu     sync.Mutex
+	closed bool
+	lns    map[*net.UnixListener]struct{}
+	conns  map[*net.UnixConn]struct{}
+	wg     sync.WaitGroup
+}
+
+// New returns a Listener with its allow-list loaded. Problems reading the
+// allow-list are logged; the entries that parsed are used.
+func New(o Options) *Listener {
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 30 * time.Second
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 10 * time.Second
+	}
+	if o.Connector == nil {
+		o.Connector = &connector.Connector{}
+	}
+	l := &Listener{
+		opts:  o,
+		log:   o.Logger,
+		lns:   make(map[*net.UnixListener]struct{}),
+		conns: make(map[*net.UnixConn]struct{}),
+	}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	l.log = l.log.With("listener", "clearwater", "socket", o.Name)
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.Reload()
+	return l
+}
+
+// Reload re-reads the allow-list sources and swaps in the result. It
+// returns the number of allowed entries.
+func (l *Listener) Reload() int {
+	l.reloadMu.Lock()
+	defer l.reloadMu.Unlock()
+	dests, probs := l.opts.Allowed.Load()
+	for _, p := range probs {
+		l.log.Warn("allowed hosts: entry skipped", "err", p)
+	}
+	l.policy.Store(&policy.Policy{Rules: []policy.Rule{{
+		Name:    "clearwater:" + l.opts.Name,
+		Anyone:  len(l.opts.UIDs) == 0 && len(l.opts.GIDs) == 0,
+		UIDs:    l.opts.UIDs,
+		GIDs:    l.opts.GIDs,
+		Connect: dests,
+	}}})
+	return len(dests)
+}
+
+// ErrClosed is returned by Serve after Close.
+var ErrClosed = errors.New("clearwater listener closed")
+
+// Serve accepts connections on ln (a "unix" stream listener) until Close,
+// serving each on its own goroutine. It closes ln when it returns.
+func (l *Listener) Serve(ln *net.UnixListener) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		ln.Close()
+		return ErrClosed
+	}
+	l.lns[ln] = struct{}{}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	defer l.wg.Done()
+	defer ln.Close()
+
+	var pause time.Duration
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if l.ctx.Err() != nil {
+				return ErrClosed
+			}
+			if !errors.Is(err, net.ErrClosed) {
+				// Out of descriptors and the like: back off, never spin.
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				l.log.Warn("accept failed; pausing", "err", err, "pause", pause)
+				select {
+				case <-time.After(pause):
+				case <-l.ctx.Done():
+					return ErrClosed
+				}
+				continue
+			}
+			return err
+		}
+		pause = 0
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			c.Close()
+			return ErrClosed
+		}
+		l.conns[c] = struct{}{}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go func() {
+			defer l.wg.Done()
+			l.serveConn(c)
+			l.mu.Lock()
+			delete(l.conns, c)
+			l.mu.Unlock()
+		}()
+	}
+}
+
+// Close stops accepting, cancels requests in flight, closes every client
+// connection without a reply and waits. It is idempotent.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		l.cancel()
+		for ln := range l.lns {
+			ln.Close()
+		}
+		for c := range l.conns {
+			c.SetDeadline(time.Now())
+		}
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+	return nil
+}
+
+// serveConn serves one request. Every failure ends in a plain close.
+func (l *Listener) serveConn(c *net.UnixConn) {
+	defer c.Close()
+	start := time.Now()
+	caller, err := peer.Credentials(c)
+	if err != nil {
+		l.log.Error("cannot identify caller; closing", "err", err)
+		return
+	}
+	log := l.log.With("uid", caller.UID, "gid", caller.GID, "pid", caller.PID)
+
+	req, err := readRequest(c, l.opts.ReadTimeout)
+	if err != nil {
+		log.Warn("fail", "code", wire.CodeInvalidRequest, "err", err)
+		return
+	}
+	t, err := broker.ParseTarget(req)
+	if err != nil {
+		log.Warn("fail", "request", req, "code", wire.CodeInvalidRequest, "err", toWire(err).Message)
+		return
+	}
+	n := connector.Network{Proto: "tcp", Family: 4}
+	if l.opts.IPv6 {
+		n.Family = 0
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, l.opts.ConnectTimeout)
+	defer cancel()
+	opts := connector.Options{SendTimeout: l.opts.ConnectTimeout}
+	f, out, err := broker.Connect(ctx, l.policy.Load(), &caller, l.opts.Connector, n, t, opts)
+	if we := toWire(err); err != nil && we.Code == wire.CodeDenied {
+		// The original's intent: the allowed hosts may have changed.
+		// Read them again and decide once more.
+		l.Reload()
+		f, out, err = broker.Connect(ctx, l.policy.Load(), &caller, l.opts.Connector, n, t, opts)
+	}
+	took := time.Since(start).Milliseconds()
+	if err != nil {
+		we := toWire(err)
+		args := []any{"request", req, "code", we.Code, "err", we.Message, "ms", took}
+		if we.Code == wire.CodeDenied {
+			log.Warn("deny", args...)
+		} else {
+			log.Info("fail", args...)
+		}
+		return
+	}
+	defer f.Close()
+	c.SetWriteDeadline(time.Now().Add(l.opts.ReadTimeout))
+	if _, _, err := c.WriteMsgUnix(reply, unix.UnixRights(int(f.Fd())), nil); err != nil {
+		log.Info("fail", "request", req, "code", wire.CodeInternal, "err", "client left before the reply: "+err.Error(), "ms", took)
+		return
+	}
+	log.Info("grant", "request", req, "rule", out.Rule, "remote", out.Remote, "local", out.Local, "ms", took)
+}
+
+// readRequest does what the original did: one read of at most 1023 bytes,
+// cut at the first NUL. A request filling 1024 bytes is refused as oversize
+// rather than cut.
+func readRequest(c *net.UnixConn, timeout time.Duration) (string, error) {
+	c.SetReadDeadline(time.Now().Add(timeout))
+	buf := make([]byte, MaxRequest+1)
+	n, err := c.Read(buf)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return "", errors.New("no request within the read timeout")
+		}
+		return "", errors.New("client sent no request: " + err.Error())
+	}
+	if n > MaxRequest {
+		return "", errors.New("request longer than 1023 bytes")
+	}
+	b := buf[:n]
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	if len(b) == 0 {
+		return "", errors.New("empty request")
+	}
+	return string(b), nil
+}
+
+func toWire(err error) *wire.Error {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		return we
+	}
+	if err == nil {
+		return &wire.Error{}
+	}
+	return wire.Errorf(wire.CodeInternal, "%v", err)
+}
