@@ -371,6 +371,9 @@ func (p *parser) ruleLine(i int) int {
 	return lineOf(p.data, start)
 }
 
+// headerName drops the blanks and quotes a table header may hold.
+var headerName = strings.NewReplacer(" ", "", "\t", "", `"`, "", "'", "")
+
 // ruleSpan returns the byte span of the i-th [[rule]] table. Rules written
 // as an inline array (rule = [...]) have no tables: the span then starts at
 // the rule key.
@@ -378,9 +381,12 @@ func (p *parser) ruleSpan(i int) (int, int) {
 	var starts []int
 	off := 0
 	for _, l := range bytes.SplitAfter(p.data, []byte("\n")) {
-		t := bytes.TrimSpace(l)
-		if bytes.HasPrefix(t, []byte("[")) {
-			if bytes.HasPrefix(bytes.ReplaceAll(t, []byte(" "), nil), []byte("[[rule]]")) {
+		// A table header is "[...]" alone on its line, but for a comment;
+		// "[1]," is an element of a multi-line array.
+		t, _, _ := bytes.Cut(l, []byte("#"))
+		t = bytes.TrimSpace(t)
+		if bytes.HasPrefix(t, []byte("[")) && bytes.HasSuffix(t, []byte("]")) {
+			if headerName.Replace(string(t)) == "[[rule]]" {
 				starts = append(starts, off)
 			} else if len(starts) > 0 && len(starts)-1 == i {
 				return starts[i], off
@@ -420,18 +426,24 @@ func (p *parser) keyLine(key string, start, end int) int {
 }
 
 // keyOffset returns the offset of the first line in data[start:end] that
-// assigns key, bare, quoted or as the last part of a dotted key
-// (daemon.socket), or -1.
+// assigns key, bare, quoted, as the last part of a dotted key
+// (daemon.socket) or in an inline table (daemon = {socket = ...}), or -1.
 func (p *parser) keyOffset(key string, start, end int) int {
 	off := start
 	for _, l := range bytes.SplitAfter(p.data[start:end], []byte("\n")) {
 		t := bytes.TrimSpace(l)
-		if k, _, ok := bytes.Cut(t, []byte("=")); ok && !bytes.HasPrefix(t, []byte("#")) {
-			if i := bytes.LastIndexByte(k, '.'); i >= 0 {
-				k = k[i+1:]
-			}
-			if string(bytes.Trim(bytes.TrimSpace(k), `"'`)) == key {
-				return off
+		if !bytes.HasPrefix(t, []byte("#")) {
+			for _, seg := range bytes.FieldsFunc(t, func(r rune) bool { return r == '{' || r == ',' }) {
+				k, _, ok := bytes.Cut(seg, []byte("="))
+				if !ok {
+					continue
+				}
+				if i := bytes.LastIndexByte(k, '.'); i >= 0 {
+					k = k[i+1:]
+				}
+				if string(bytes.Trim(bytes.TrimSpace(k), `"'`)) == key {
+					return off
+				}
 			}
 		}
 		off += len(l)
