@@ -9,10 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
+	"sockfactory/internal/clearwater"
 	"sockfactory/internal/config"
 	"sockfactory/internal/connector"
 	"sockfactory/internal/server"
@@ -20,137 +23,287 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
+// flags holds the command line.
+type flags struct {
+	configPath, checkConfig, socketPath, logFormat, logLevel string
+	showVersion                                              bool
+	// clearwater holds listeners given with -clearwater-socket; the
+	// -allowed-hosts* flags that follow one apply to it.
+	clearwater []config.Clearwater
+}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, int) {
+	f := &flags{}
 	fs := flag.NewFlagSet("sockfactoryd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var (
-		configPath  = fs.String("config", "", "TOML configuration `file` (default: built-in: root and this user may connect to loopback)")
-		checkConfig = fs.String("check-config", "", "validate the configuration `file`, print the result and exit")
-		socketPath  = fs.String("socket", "", "native socket `path` (overrides the configuration)")
-		logFormat   = fs.String("log-format", "", "log format: text or json (overrides the configuration)")
-		logLevel    = fs.String("log-level", "", "least log level: debug, info, warn or error (overrides the configuration)")
-		showVersion = fs.Bool("version", false, "print the version and exit")
-	)
+	fs.StringVar(&f.configPath, "config", "", "TOML configuration `file` (default: built-in: root and this user may connect to loopback)")
+	fs.StringVar(&f.checkConfig, "check-config", "", "validate the configuration `file`, print the result and exit")
+	fs.StringVar(&f.socketPath, "socket", "", "native socket `path` (overrides the configuration)")
+	fs.StringVar(&f.logFormat, "log-format", "", "log format: text or json (overrides the configuration)")
+	fs.StringVar(&f.logLevel, "log-level", "", "least log level: debug, info, warn or error (overrides the configuration)")
+	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
+	last := func(name string) (*config.Clearwater, error) {
+		if len(f.clearwater) == 0 {
+			return nil, fmt.Errorf("-%s must follow the -clearwater-socket it applies to", name)
+		}
+		return &f.clearwater[len(f.clearwater)-1], nil
+	}
+	fs.Func("clearwater-socket", "start a Clearwater-compatible listener at `path` (repeatable; the -allowed-hosts flags after it apply to it)", func(s string) error {
+		f.clearwater = append(f.clearwater, config.NewClearwater(s))
+		return nil
+	})
+	fs.Func("allowed-hosts", "comma-separated `hosts` (host or host:port) the preceding -clearwater-socket may reach", func(s string) error {
+		cw, err := last("allowed-hosts")
+		if err != nil {
+			return err
+		}
+		for h := range strings.SplitSeq(s, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				cw.AllowedHosts = append(cw.AllowedHosts, h)
+			}
+		}
+		return nil
+	})
+	fs.Func("allowed-hosts-dir", "`directory` of files listing hosts, one per line, for the preceding -clearwater-socket (repeatable)", func(s string) error {
+		cw, err := last("allowed-hosts-dir")
+		if err != nil {
+			return err
+		}
+		cw.AllowedHostsDirs = append(cw.AllowedHostsDirs, s)
+		return nil
+	})
+	fs.Func("clearwater-mode", "octal permission `bits` of the preceding -clearwater-socket (default 0660; the original used 0777)", func(s string) error {
+		cw, err := last("clearwater-mode")
+		if err != nil {
+			return err
+		}
+		var m uint32
+		if _, err := fmt.Sscanf(s, "%o", &m); err != nil || m > 0o777 {
+			return fmt.Errorf("bad mode %q: want octal bits such as 0660", s)
+		}
+		cw.SocketMode = os.FileMode(m)
+		return nil
+	})
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sockfactoryd [flags]\n\nCreates sockets for other processes and hands them over a UNIX socket.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: sockfactoryd [flags]\n\nCreates sockets for other processes and hands them over a UNIX socket.\n"+
+			"Drop-in for the Clearwater socket factory:\n  sockfactoryd -clearwater-socket /tmp/clearwater_management_namespace_socket -allowed-hosts sas.example.net\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return nil, 0
 		}
-		return 2
+		return nil, 2
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "sockfactoryd: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		return nil, 2
 	}
-	if *showVersion {
-		fmt.Fprintln(os.Stdout, "sockfactoryd", version.Version)
+	return f, -1
+}
+
+// load builds the configuration: the file (or the built-in default) with
+// the command line's overrides and listeners applied.
+func (f *flags) load() (*config.Config, error) {
+	var c *config.Config
+	if f.configPath == "" {
+		c = config.Default()
+	} else {
+		var err error
+		if c, err = config.Load(f.configPath); err != nil {
+			return nil, err
+		}
+	}
+	if f.socketPath != "" {
+		c.Socket = f.socketPath
+	}
+	switch f.logFormat {
+	case "":
+	case "text":
+		c.LogJSON = false
+	case "json":
+		c.LogJSON = true
+	default:
+		return nil, fmt.Errorf("-log-format %q: want text or json", f.logFormat)
+	}
+	if f.logLevel != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(f.logLevel)); err != nil {
+			return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", f.logLevel)
+		}
+	}
+	for _, cw := range f.clearwater {
+		if len(cw.AllowedHosts) == 0 && len(cw.AllowedHostsDirs) == 0 {
+			return nil, fmt.Errorf("-clearwater-socket %s: give -allowed-hosts or -allowed-hosts-dir after it", cw.Socket)
+		}
+		if err := c.AddClearwater(cw); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	f, code := parseFlags(args, stderr)
+	if f == nil {
+		return code
+	}
+	if f.showVersion {
+		fmt.Fprintln(stdout, "sockfactoryd", version.Version)
 		return 0
 	}
-	if *checkConfig != "" {
-		c, err := config.Load(*checkConfig)
+	if f.checkConfig != "" {
+		c, err := config.Load(f.checkConfig)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		fmt.Fprintf(os.Stdout, "%s: OK (%d rules, socket %s)\n", *checkConfig, len(c.Policy.Rules), c.Socket)
+		fmt.Fprintf(stdout, "%s: OK (%d rules, %d clearwater listeners, socket %s)\n", f.checkConfig, len(c.Policy.Rules), len(c.Clearwater), c.Socket)
 		return 0
 	}
-
-	load := func() (*config.Config, error) {
-		var c *config.Config
-		if *configPath == "" {
-			c = config.Default()
-		} else {
-			var err error
-			if c, err = config.Load(*configPath); err != nil {
-				return nil, err
-			}
-		}
-		if *socketPath != "" {
-			c.Socket = *socketPath
-		}
-		switch *logFormat {
-		case "":
-		case "text":
-			c.LogJSON = false
-		case "json":
-			c.LogJSON = true
-		default:
-			return nil, fmt.Errorf("-log-format %q: want text or json", *logFormat)
-		}
-		if *logLevel != "" {
-			if err := c.LogLevel.UnmarshalText([]byte(*logLevel)); err != nil {
-				return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", *logLevel)
-			}
-		}
-		return c, nil
-	}
-	cfg, err := load()
+	cfg, err := f.load()
 	if err != nil {
 		fmt.Fprintln(stderr, "sockfactoryd:", err)
 		return 1
 	}
 	log := newLogger(stderr, cfg)
-
-	ln, err := server.Listen("unixpacket", cfg.Socket, cfg.SocketMode, cfg.SocketGID)
+	d, err := start(log, cfg)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	srv := server.New(server.Options{
-		Logger:         log,
-		Policy:         cfg.Policy,
-		Connector:      &connector.Connector{Resolver: connector.NewResolver(cfg.ResolverServers), MinAttempt: cfg.MinAttempt},
-		ConnectTimeout: cfg.ConnectTimeout,
-		MaxInFlight:    cfg.MaxInFlight,
-	})
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "socket", cfg.Socket, "mode", fmt.Sprintf("%04o", cfg.SocketMode), "config", cfg.Source, "rules", len(cfg.Policy.Rules), "version", version.Version, "pid", os.Getpid())
-
 	for {
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reload(log, srv, load, cfg)
+				d.reload(f)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
-			srv.Close()
-			<-served
+			d.close()
 			return 0
-		case err := <-served:
-			log.Error("listener failed", "err", err)
-			srv.Close()
+		case err := <-d.failed:
+			log.Error("listener failed; shutting down", "err", err)
+			d.close()
 			return 1
 		}
 	}
 }
 
-// reload re-reads the configuration on SIGHUP and swaps in its policy. A
-// broken file is logged and the running policy kept. Settings that need a
-// new listener (socket path, mode) take effect only on restart.
-func reload(log *slog.Logger, srv *server.Server, load func() (*config.Config, error), running *config.Config) {
-	c, err := load()
+// daemon is the running set of front doors.
+type daemon struct {
+	log    *slog.Logger
+	cfg    *config.Config
+	srv    *server.Server
+	cw     []*clearwater.Listener
+	failed chan error
+}
+
+// start opens every listener (all or none) and serves them.
+func start(log *slog.Logger, cfg *config.Config) (*daemon, error) {
+	conn := &connector.Connector{Resolver: connector.NewResolver(cfg.ResolverServers), MinAttempt: cfg.MinAttempt}
+	var opened []*net.UnixListener
+	fail := func(err error) (*daemon, error) {
+		for _, l := range opened {
+			l.Close()
+		}
+		return nil, err
+	}
+	ln, err := server.Listen("unixpacket", cfg.Socket, cfg.SocketMode, cfg.SocketGID)
 	if err != nil {
-		log.Error("reload failed; keeping the running configuration", "err", err)
+		return fail(err)
+	}
+	opened = append(opened, ln)
+	var cwLns []*net.UnixListener
+	for _, c := range cfg.Clearwater {
+		l, err := server.Listen("unix", c.Socket, c.SocketMode, c.SocketGID)
+		if err != nil {
+			return fail(fmt.Errorf("clearwater listener: %w", err))
+		}
+		opened = append(opened, l)
+		cwLns = append(cwLns, l)
+	}
+
+	d := &daemon{log: log, cfg: cfg, failed: make(chan error, 1+len(cwLns))}
+	d.srv = server.New(server.Options{
+		Logger:         log,
+		Policy:         cfg.Policy,
+		Connector:      conn,
+		ConnectTimeout: cfg.ConnectTimeout,
+		MaxInFlight:    cfg.MaxInFlight,
+	})
+	d.serve(func() error { return d.srv.Serve(ln) }, server.ErrServerClosed)
+	log.Info("listening", "socket", cfg.Socket, "mode", fmt.Sprintf("%04o", cfg.SocketMode), "config", cfg.Source, "rules", len(cfg.Policy.Rules), "version", version.Version, "pid", os.Getpid())
+	for i, c := range cfg.Clearwater {
+		l := clearwater.New(clearwater.Options{
+			Name:           c.Socket,
+			Allowed:        clearwater.AllowList{Hosts: c.AllowedHosts, Dirs: c.AllowedHostsDirs},
+			IPv6:           c.IPv6,
+			ConnectTimeout: c.ConnectTimeout,
+			ReadTimeout:    c.ReadTimeout,
+			UIDs:           c.UIDs,
+			GIDs:           c.GIDs,
+			Logger:         log,
+			Connector:      conn,
+		})
+		d.cw = append(d.cw, l)
+		lnI := cwLns[i]
+		d.serve(func() error { return l.Serve(lnI) }, clearwater.ErrClosed)
+		log.Info("listening (clearwater)", "socket", c.Socket, "mode", fmt.Sprintf("%04o", c.SocketMode), "allowed_hosts", len(c.AllowedHosts), "allowed_hosts_dirs", c.AllowedHostsDirs, "ipv6", c.IPv6)
+	}
+	return d, nil
+}
+
+// serve runs one accept loop; an unexpected end is reported on d.failed.
+func (d *daemon) serve(loop func() error, closed error) {
+	go func() {
+		if err := loop(); !errors.Is(err, closed) {
+			d.failed <- err
+		}
+	}()
+}
+
+func (d *daemon) close() {
+	d.srv.Close()
+	for _, l := range d.cw {
+		l.Close()
+	}
+}
+
+// reload re-reads the configuration on SIGHUP: the native policy is
+// replaced and every Clearwater listener re-reads its allow-list sources. A
+// broken file is logged and everything running kept. Changes to sockets,
+// listeners, timeouts and logging take effect only on restart.
+func (d *daemon) reload(f *flags) {
+	c, err := f.load()
+	if err != nil {
+		d.log.Error("reload failed; keeping the running configuration", "err", err)
+		for _, l := range d.cw {
+			l.Reload()
+		}
 		return
 	}
-	srv.SetPolicy(c.Policy)
-	if c.Socket != running.Socket || c.SocketMode != running.SocketMode || c.SocketGID != running.SocketGID {
-		log.Warn("reload: socket settings changed; they take effect on restart", "socket", c.Socket)
+	d.srv.SetPolicy(c.Policy)
+	for i, l := range d.cw {
+		old := d.cfg.Clearwater[i]
+		for _, nc := range c.Clearwater {
+			if nc.Socket == old.Socket {
+				l.SetAllowList(clearwater.AllowList{Hosts: nc.AllowedHosts, Dirs: nc.AllowedHostsDirs})
+			}
+		}
+		n := l.Reload()
+		d.log.Info("reloaded allowed hosts", "socket", old.Socket, "entries", n)
 	}
-	log.Info("reloaded", "config", c.Source, "rules", len(c.Policy.Rules))
+	if c.Socket != d.cfg.Socket || c.SocketMode != d.cfg.SocketMode || c.SocketGID != d.cfg.SocketGID || len(c.Clearwater) != len(d.cfg.Clearwater) {
+		d.log.Warn("reload: socket or listener settings changed; they take effect on restart")
+	}
+	d.log.Info("reloaded", "config", c.Source, "rules", len(c.Policy.Rules))
 }
 
 func newLogger(w io.Writer, c *config.Config) *slog.Logger {

@@ -111,6 +111,13 @@ func New(o Options) *Listener {
 	return l
 }
 
+// SetAllowList replaces the allow-list sources; Reload reads them.
+func (l *Listener) SetAllowList(a AllowList) {
+	l.reloadMu.Lock()
+	defer l.reloadMu.Unlock()
+	l.opts.Allowed = a
+}
+
 // Reload re-reads the allow-list sources and swaps in the result. It
 // returns the number of allowed entries.
 func (l *Listener) Reload() int {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"sockfactory/internal/clearwater"
 	"sockfactory/internal/paths"
 	"sockfactory/internal/policy"
 )
@@ -58,8 +59,76 @@ type Config struct {
 	MaxInFlight int
 	// Policy holds the rules.
 	Policy *policy.Policy
+	// Clearwater lists the Clearwater-compatible listeners.
+	Clearwater []Clearwater
 	// Source names where the configuration came from, for logs.
 	Source string
+}
+
+// Clearwater configures one Clearwater-compatible listener.
+type Clearwater struct {
+	// Socket is the listener's path.
+	Socket string
+	// SocketMode is the socket file's permission bits (default 0660).
+	SocketMode os.FileMode
+	// SocketGID is the socket file's group, or -1.
+	SocketGID int
+	// AllowedHosts are host or host:port entries.
+	AllowedHosts []string
+	// AllowedHostsDirs are directories of files with one host per line.
+	AllowedHostsDirs []string
+	// IPv6 lets requests reach IPv6 destinations.
+	IPv6 bool
+	// ConnectTimeout bounds each request and is the socket's SO_SNDTIMEO
+	// (default 30 s).
+	ConnectTimeout time.Duration
+	// ReadTimeout drops a client that sends no request in time (default
+	// 10 s).
+	ReadTimeout time.Duration
+	// UIDs and GIDs, when not empty, restrict the callers served.
+	UIDs, GIDs []uint32
+}
+
+// Clearwater defaults.
+const (
+	DefaultClearwaterConnectTimeout = 30 * time.Second
+	DefaultClearwaterReadTimeout    = 10 * time.Second
+)
+
+// NewClearwater returns a Clearwater listener configuration with the
+// defaults, for listeners given on the command line.
+func NewClearwater(socket string) Clearwater {
+	return Clearwater{
+		Socket:         socket,
+		SocketMode:     DefaultSocketMode,
+		SocketGID:      -1,
+		ConnectTimeout: DefaultClearwaterConnectTimeout,
+		ReadTimeout:    DefaultClearwaterReadTimeout,
+	}
+}
+
+// AddClearwater validates a listener configuration (from the command line
+// or a file) and adds it: its socket path must be absolute and not taken by
+// the native socket or another listener.
+func (c *Config) AddClearwater(cw Clearwater) error {
+	if !strings.HasPrefix(cw.Socket, "/") {
+		return fmt.Errorf("clearwater socket %q must be an absolute path", cw.Socket)
+	}
+	for _, h := range cw.AllowedHosts {
+		if _, err := clearwater.ParseAllowed(h); err != nil {
+			return err
+		}
+	}
+	if cw.Socket == c.Socket {
+		return fmt.Errorf("clearwater socket %q is also the native socket", cw.Socket)
+	}
+	for _, o := range c.Clearwater {
+		if o.Socket == cw.Socket {
+			return fmt.Errorf("clearwater socket %q is configured twice", cw.Socket)
+		}
+	}
+	c.Clearwater = append(c.Clearwater, cw)
+	return nil
 }
 
 // file mirrors the TOML document.
@@ -81,7 +150,21 @@ type file struct {
 	Resolver struct {
 		Servers []string `toml:"servers"`
 	} `toml:"resolver"`
-	Rules []ruleFile `toml:"rule"`
+	Rules      []ruleFile       `toml:"rule"`
+	Clearwater []clearwaterFile `toml:"clearwater"`
+}
+
+type clearwaterFile struct {
+	Socket           string   `toml:"socket"`
+	SocketMode       string   `toml:"socket_mode"`
+	SocketGroup      string   `toml:"socket_group"`
+	AllowedHosts     []string `toml:"allowed_hosts"`
+	AllowedHostsDirs []string `toml:"allowed_hosts_dirs"`
+	IPv6             bool     `toml:"ipv6"`
+	ConnectTimeout   *string  `toml:"connect_timeout"`
+	ReadTimeout      *string  `toml:"read_timeout"`
+	Users            []any    `toml:"users"`
+	Groups           []any    `toml:"groups"`
 }
 
 type ruleFile struct {
@@ -242,7 +325,87 @@ func Parse(name string, data []byte) (*Config, error) {
 		pol.Rules = append(pol.Rules, r)
 	}
 	c.Policy = pol
+	for i, cf := range f.Clearwater {
+		if err := p.clearwater(c, i, cf); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// clearwater validates one [[clearwater]] table and adds it to c.
+func (p *parser) clearwater(c *Config, i int, cf clearwaterFile) error {
+	const table = "clearwater"
+	errAt := func(key string, v any, format string, args ...any) error {
+		return p.tableErr(table, i, key, v, format, args...)
+	}
+	cw := NewClearwater(cf.Socket)
+	cw.AllowedHosts, cw.AllowedHostsDirs, cw.IPv6 = cf.AllowedHosts, cf.AllowedHostsDirs, cf.IPv6
+	if cf.Socket == "" {
+		return errAt("socket", "", "clearwater listener %d has no socket: add socket = \"/tmp/clearwater_management_namespace_socket\" or similar", i)
+	}
+	if s := cf.SocketMode; s != "" {
+		m, err := strconv.ParseUint(s, 8, 32)
+		if err != nil || m > 0o777 {
+			return errAt("socket_mode", s, "socket_mode %q must be octal permission bits such as \"0660\"", s)
+		}
+		cw.SocketMode = os.FileMode(m)
+	}
+	if g := cf.SocketGroup; g != "" {
+		gid, err := lookupGroup(g)
+		if err != nil {
+			return errAt("socket_group", g, "socket_group: %v", err)
+		}
+		cw.SocketGID = int(gid)
+	}
+	if len(cf.AllowedHosts) == 0 && len(cf.AllowedHostsDirs) == 0 {
+		return errAt("socket", cf.Socket, "clearwater listener %s allows no hosts: add allowed_hosts or allowed_hosts_dirs", cf.Socket)
+	}
+	for _, h := range cf.AllowedHosts {
+		if _, err := clearwater.ParseAllowed(h); err != nil {
+			return errAt("allowed_hosts", h, "%v", err)
+		}
+	}
+	for _, d := range cf.AllowedHostsDirs {
+		if !strings.HasPrefix(d, "/") {
+			return errAt("allowed_hosts_dirs", d, "allowed_hosts_dirs: %q must be an absolute path", d)
+		}
+	}
+	optDuration := func(key string, src *string, dst *time.Duration) error {
+		if src == nil {
+			return nil
+		}
+		d, err := parseDuration(*src)
+		if err != nil {
+			return errAt(key, *src, "%s: %v", key, err)
+		}
+		*dst = d
+		return nil
+	}
+	if err := optDuration("connect_timeout", cf.ConnectTimeout, &cw.ConnectTimeout); err != nil {
+		return err
+	}
+	if err := optDuration("read_timeout", cf.ReadTimeout, &cw.ReadTimeout); err != nil {
+		return err
+	}
+	for _, u := range cf.Users {
+		uid, err := principal(u, lookupUser)
+		if err != nil {
+			return errAt("users", u, "clearwater %s: user %v", cf.Socket, err)
+		}
+		cw.UIDs = append(cw.UIDs, uid)
+	}
+	for _, g := range cf.Groups {
+		gid, err := principal(g, lookupGroup)
+		if err != nil {
+			return errAt("groups", g, "clearwater %s: group %v", cf.Socket, err)
+		}
+		cw.GIDs = append(cw.GIDs, gid)
+	}
+	if err := c.AddClearwater(cw); err != nil {
+		return errAt("socket", cf.Socket, "%v", err)
+	}
+	return nil
 }
 
 type parser struct {
@@ -358,7 +521,13 @@ func (p *parser) errAtValue(key string, v any, format string, args ...any) error
 // ruleErr locates value v of key inside the i-th [[rule]] table, else the
 // table's first line.
 func (p *parser) ruleErr(i int, key string, v any, format string, args ...any) error {
-	start, end := p.ruleSpan(i)
+	return p.tableErr("rule", i, key, v, format, args...)
+}
+
+// tableErr locates value v of key inside the i-th [[table]], else the
+// table's first line.
+func (p *parser) tableErr(table string, i int, key string, v any, format string, args ...any) error {
+	start, end := p.tableSpan(table, i)
 	line := p.valueAfterKey(key, v, start, end)
 	if line == 0 {
 		line = lineOf(p.data, start)
@@ -367,17 +536,17 @@ func (p *parser) ruleErr(i int, key string, v any, format string, args ...any) e
 }
 
 func (p *parser) ruleLine(i int) int {
-	start, _ := p.ruleSpan(i)
+	start, _ := p.tableSpan("rule", i)
 	return lineOf(p.data, start)
 }
 
 // headerName drops the blanks and quotes a table header may hold.
 var headerName = strings.NewReplacer(" ", "", "\t", "", `"`, "", "'", "")
 
-// ruleSpan returns the byte span of the i-th [[rule]] table. Rules written
-// as an inline array (rule = [...]) have no tables: the span then starts at
-// the rule key.
-func (p *parser) ruleSpan(i int) (int, int) {
+// tableSpan returns the byte span of the i-th [[table]] table. Tables
+// written as an inline array (rule = [...]) have no headers: the span then
+// starts at the key.
+func (p *parser) tableSpan(table string, i int) (int, int) {
 	var starts []int
 	off := 0
 	for _, l := range bytes.SplitAfter(p.data, []byte("\n")) {
@@ -386,7 +555,7 @@ func (p *parser) ruleSpan(i int) (int, int) {
 		t, _, _ := bytes.Cut(l, []byte("#"))
 		t = bytes.TrimSpace(t)
 		if bytes.HasPrefix(t, []byte("[")) && bytes.HasSuffix(t, []byte("]")) {
-			if headerName.Replace(string(t)) == "[[rule]]" {
+			if headerName.Replace(string(t)) == "[["+table+"]]" {
 				starts = append(starts, off)
 			} else if len(starts) > 0 && len(starts)-1 == i {
 				return starts[i], off
@@ -397,7 +566,7 @@ func (p *parser) ruleSpan(i int) (int, int) {
 	if i < len(starts) {
 		return starts[i], len(p.data)
 	}
-	if k := p.keyOffset("rule", 0, len(p.data)); k >= 0 {
+	if k := p.keyOffset(table, 0, len(p.data)); k >= 0 {
 		return k, len(p.data)
 	}
 	return 0, len(p.data)
