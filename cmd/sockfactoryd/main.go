@@ -237,6 +237,7 @@ func start(log *slog.Logger, cfg *config.Config) (*daemon, error) {
 		Connector:      conn,
 		ConnectTimeout: cfg.ConnectTimeout,
 		MaxInFlight:    cfg.MaxInFlight,
+		TokenTTL:       cfg.TokenTTL,
 	})
 	d.serve(func() error { return d.srv.Serve(ln) }, server.ErrServerClosed)
 	log.Info("listening", "socket", cfg.Socket, "mode", fmt.Sprintf("%04o", cfg.SocketMode), "config", cfg.Source, "rules", len(cfg.Policy.Rules), "version", version.Version, "pid", os.Getpid())

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,12 +27,16 @@ import (
 	"sockfactory/internal/policy"
 )
 
+// AllBindOptions are the socket option names bind_options may list.
+var AllBindOptions = []string{"reuseaddr", "reuseport", "v6only", "freebind", "transparent", "rcvbuf", "sndbuf", "bind_to_device", "pmtud_off", "fastopen", "defer_accept", "backlog", "listen"}
+
 // Defaults.
 const (
 	DefaultSocketMode     os.FileMode = 0o660
 	DefaultConnectTimeout             = 10 * time.Second
 	DefaultMinAttempt                 = 2 * time.Second
 	DefaultMaxInFlight                = 64
+	DefaultTokenTTL                   = 30 * time.Second
 )
 
 // Config is a validated configuration.
@@ -57,6 +62,8 @@ type Config struct {
 	ResolverServers []string
 	// MaxInFlight is the most requests one connection may have in flight.
 	MaxInFlight int
+	// TokenTTL is how long a token-only bind may be picked up.
+	TokenTTL time.Duration
 	// Policy holds the rules.
 	Policy *policy.Policy
 	// Clearwater lists the Clearwater-compatible listeners.
@@ -150,6 +157,9 @@ type file struct {
 	Resolver struct {
 		Servers []string `toml:"servers"`
 	} `toml:"resolver"`
+	Bind struct {
+		TokenTTL *string `toml:"token_ttl"`
+	} `toml:"bind"`
 	Rules      []ruleFile       `toml:"rule"`
 	Clearwater []clearwaterFile `toml:"clearwater"`
 }
@@ -168,10 +178,15 @@ type clearwaterFile struct {
 }
 
 type ruleFile struct {
-	Name    string   `toml:"name"`
-	Users   []any    `toml:"users"`
-	Groups  []any    `toml:"groups"`
-	Connect []string `toml:"connect"`
+	Name        string   `toml:"name"`
+	Users       []any    `toml:"users"`
+	Groups      []any    `toml:"groups"`
+	Connect     []string `toml:"connect"`
+	Bind        []string `toml:"bind"`
+	BindShares  []string `toml:"bind_shares"`
+	BindOptions []string `toml:"bind_options"`
+	Linger      *string  `toml:"linger"`
+	Admin       bool     `toml:"admin"`
 }
 
 func parseDuration(s string) (time.Duration, error) {
@@ -226,6 +241,7 @@ func Default() *Config {
 		ConnectTimeout: DefaultConnectTimeout,
 		MinAttempt:     DefaultMinAttempt,
 		MaxInFlight:    DefaultMaxInFlight,
+		TokenTTL:       DefaultTokenTTL,
 		Policy:         &policy.Policy{Rules: []policy.Rule{{Name: "builtin-loopback", UIDs: uids, Connect: dests}}},
 		Source:         "built-in default",
 	}
@@ -257,6 +273,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		ConnectTimeout:  DefaultConnectTimeout,
 		MinAttempt:      DefaultMinAttempt,
 		MaxInFlight:     DefaultMaxInFlight,
+		TokenTTL:        DefaultTokenTTL,
 		ResolverServers: f.Resolver.Servers,
 		Source:          name,
 	}
@@ -310,6 +327,13 @@ func Parse(name string, data []byte) (*Config, error) {
 			return nil, p.errAt("min_attempt", "min_attempt: %v", err)
 		}
 		c.MinAttempt = d
+	}
+	if s := f.Bind.TokenTTL; s != nil {
+		d, err := parseDuration(*s)
+		if err != nil {
+			return nil, p.errAt("token_ttl", "token_ttl: %v", err)
+		}
+		c.TokenTTL = d
 	}
 	for _, s := range f.Resolver.Servers {
 		if _, err := netip.ParseAddrPort(s); err != nil {
@@ -443,6 +467,39 @@ func (p *parser) rule(i int, rf ruleFile) (policy.Rule, error) {
 		}
 		r.Connect = append(r.Connect, d)
 	}
+	for _, s := range rf.Bind {
+		g, err := policy.ParseBindGrant(s)
+		if err != nil {
+			return r, p.ruleErr(i, "bind", s, "rule %q: bind: %v", r.Name, err)
+		}
+		r.Bind = append(r.Bind, g)
+	}
+	if rf.BindShares != nil {
+		r.BindShares = []string{}
+		for _, s := range rf.BindShares {
+			if !slices.Contains(policy.DefaultBindShares, s) {
+				return r, p.ruleErr(i, "bind_shares", s, "rule %q: bind_shares: unknown share mode %q: want none, same-name or any", r.Name, s)
+			}
+			r.BindShares = append(r.BindShares, s)
+		}
+	}
+	if rf.BindOptions != nil {
+		r.BindOptions = []string{}
+		for _, s := range rf.BindOptions {
+			if !slices.Contains(AllBindOptions, s) {
+				return r, p.ruleErr(i, "bind_options", s, "rule %q: bind_options: unknown option %q: want some of %s", r.Name, s, strings.Join(AllBindOptions, ", "))
+			}
+			r.BindOptions = append(r.BindOptions, s)
+		}
+	}
+	if s := rf.Linger; s != nil {
+		d, err := parseDuration(*s)
+		if err != nil {
+			return r, p.ruleErr(i, "linger", *s, "rule %q: linger: %v", r.Name, err)
+		}
+		r.Linger = d
+	}
+	r.Admin = rf.Admin
 	return r, nil
 }
 

@@ -11,6 +11,7 @@ package policy
 import (
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Caller identifies the process on the other end of a daemon connection, as
@@ -40,6 +41,21 @@ type Rule struct {
 	Anyone bool
 	// Connect lists the destinations the rule grants for connect requests.
 	Connect []Dest
+	// Bind lists the sockets the rule grants for bind requests.
+	Bind []BindGrant
+	// BindShares are the share modes bind requests may use; nil means
+	// DefaultBindShares.
+	BindShares []string
+	// BindOptions are the socket options bind requests may set; nil means
+	// DefaultBindOptions.
+	BindOptions []string
+	// Linger keeps a socket bound under this rule open this long after its
+	// last reference goes, so that a restarting application gets the same
+	// socket back with its queued connections.
+	Linger time.Duration
+	// Admin lets the rule's callers see every held socket and release any
+	// reference.
+	Admin bool
 }
 
 // Policy is an ordered set of rules. It is immutable once built; the daemon

@@ -26,6 +26,43 @@ func (ss *session) handle(req *wire.Request) (*wire.Reply, *os.File) {
 		}
 		rep.Connect = &wire.ConnectResult{Local: out.Local.String(), Remote: out.Remote.String()}
 		return rep, f
+	case wire.OpHello:
+		if err := ss.hello(req.Hello); err != nil {
+			rep.Error = toWire(err)
+		} else {
+			rep.OK = true
+		}
+		return rep, nil
+	case wire.OpBind:
+		res, f, rule, err := ss.bind(req.Bind)
+		ss.auditBind(req, rule, res, err)
+		if err != nil {
+			rep.Error = toWire(err)
+			return rep, nil
+		}
+		rep.Bind = res
+		return rep, f
+	case wire.OpPickup:
+		res, f, err := ss.pickup(req.Token)
+		ss.auditToken(req, res, err)
+		if err != nil {
+			rep.Error = toWire(err)
+			return rep, nil
+		}
+		rep.Bind = res
+		return rep, f
+	case wire.OpRelease:
+		k, err := ss.release(req.Token)
+		ss.auditToken(req, &wire.BindResult{Network: k.Proto, Local: k.Addr.String()}, err)
+		if err != nil {
+			rep.Error = toWire(err)
+		} else {
+			rep.OK = true
+		}
+		return rep, nil
+	case wire.OpStatus:
+		rep.Status = ss.status()
+		return rep, nil
 	}
 	rep.Error = wire.Errorf(wire.CodeInvalidRequest, "unknown op %q", req.Op)
 	return rep, nil
@@ -57,17 +94,43 @@ func (ss *session) audit(req *wire.Request, out broker.Outcome, err error, took 
 		ss.log.Info("grant", append(args, "rule", out.Rule, "remote", out.Remote, "local", out.Local)...)
 		return
 	}
+	ss.auditErr(args, out.Rule, err)
+}
+
+// auditBind writes the one log line every bind request gets.
+func (ss *session) auditBind(req *wire.Request, rule string, res *wire.BindResult, err error) {
+	r := req.Bind
+	args := []any{"op", req.Op, "id", req.ID, "network", r.Network, "address", r.Address, "share", r.Share, "name", r.Name}
+	if err == nil {
+		ss.log.Info("grant", append(args, "rule", rule, "local", res.Local, "shared", res.Shared, "token_only", r.TokenOnly)...)
+		return
+	}
+	ss.auditErr(args, rule, err)
+}
+
+// auditToken logs a pickup or release. Tokens are not logged: the log is
+// readable by more people than the tokens' holders.
+func (ss *session) auditToken(req *wire.Request, res *wire.BindResult, err error) {
+	args := []any{"op", req.Op, "id", req.ID}
+	if err == nil {
+		ss.log.Info("grant", append(args, "network", res.Network, "local", res.Local)...)
+		return
+	}
+	ss.auditErr(args, "", err)
+}
+
+func (ss *session) auditErr(args []any, rule string, err error) {
 	we := toWire(err)
 	args = append(args, "code", we.Code, "err", we.Message)
 	if we.Errno != 0 {
 		args = append(args, "errno", syscall.Errno(we.Errno).Error())
 	}
+	if rule != "" {
+		args = append(args, "rule", rule)
+	}
 	if we.Code == wire.CodeDenied {
 		ss.log.Warn("deny", args...)
 		return
-	}
-	if out.Rule != "" {
-		args = append(args, "rule", out.Rule)
 	}
 	ss.log.Info("fail", args...)
 }

@@ -20,6 +20,7 @@ import (
 
 	"sockfactory/internal/connector"
 	"sockfactory/internal/policy"
+	"sockfactory/internal/registry"
 )
 
 // Options configure a Server. Zero values mean the documented defaults.
@@ -35,6 +36,9 @@ type Options struct {
 	// MaxInFlight is the most requests one connection may have in flight;
 	// zero means 64.
 	MaxInFlight int
+	// TokenTTL is how long a token-only bind may be picked up; zero
+	// means 30 s.
+	TokenTTL time.Duration
 	// WriteTimeout bounds sending one reply to a client that does not read;
 	// zero means 10 s. A client that stalls a reply this long is dropped.
 	WriteTimeout time.Duration
@@ -48,6 +52,7 @@ type Server struct {
 	timeout      time.Duration
 	maxInFlight  int
 	writeTimeout time.Duration
+	registry     *registry.Registry
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -85,6 +90,11 @@ func New(o Options) *Server {
 	if s.writeTimeout <= 0 {
 		s.writeTimeout = 10 * time.Second
 	}
+	ttl := o.TokenTTL
+	if ttl <= 0 {
+		ttl = 30 * time.Second
+	}
+	s.registry = registry.New(ttl)
 	p := o.Policy
 	if p == nil {
 		p = &policy.Policy{}
@@ -182,6 +192,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.registry.Close()
 	return nil
 }
 
@@ -204,6 +215,9 @@ func (s *Server) startSession(c *net.UnixConn) {
 		s.mu.Unlock()
 	}()
 }
+
+// Registry returns the bound-socket cache, for status and tests.
+func (s *Server) Registry() *registry.Registry { return s.registry }
 
 // Sessions returns the number of client connections being served.
 func (s *Server) Sessions() int {

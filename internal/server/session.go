@@ -15,6 +15,7 @@ import (
 
 	"sockfactory/internal/peer"
 	"sockfactory/internal/policy"
+	"sockfactory/internal/registry"
 	"sockfactory/internal/wire"
 )
 
@@ -30,10 +31,15 @@ type session struct {
 	cancel context.CancelFunc
 	slots  chan struct{} // one token per request in flight
 	wg     sync.WaitGroup
+
+	holder *registry.Holder // this connection's references in the cache
+
+	mu  sync.Mutex
+	app string // declared with OpHello; the default share name
 }
 
 func newSession(s *Server, c *net.UnixConn) *session {
-	ss := &session{s: s, c: c, slots: make(chan struct{}, s.maxInFlight)}
+	ss := &session{s: s, c: c, slots: make(chan struct{}, s.maxInFlight), holder: &registry.Holder{}}
 	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
 	return ss
 }
@@ -52,6 +58,10 @@ func (ss *session) run() {
 	defer func() {
 		ss.cancel()
 		ss.wg.Wait()
+		// The connection is the crash signal: whatever it held goes.
+		if n := ss.s.registry.ReleaseHolder(ss.holder); n > 0 && ss.log != nil {
+			ss.log.Info("released references of a closed connection", "refs", n)
+		}
 		ss.c.Close()
 	}()
 	raw, err := ss.c.SyscallConn()
@@ -66,6 +76,7 @@ func (ss *session) run() {
 		return
 	}
 	ss.caller = caller
+	ss.holder = &registry.Holder{UID: caller.UID, PID: caller.PID}
 	ss.log = ss.s.log.With("uid", caller.UID, "gid", caller.GID, "pid", caller.PID)
 	ss.log.Debug("client connected")
 	defer ss.log.Debug("client disconnected")

@@ -38,6 +38,17 @@ type Op string
 const (
 	// OpConnect asks for a connected socket (TCP or connected UDP).
 	OpConnect Op = "connect"
+	// OpHello declares the client's application name for the connection.
+	OpHello Op = "hello"
+	// OpBind asks for a bound (and, for TCP, listening) socket, shared
+	// through the daemon's cache when share modes allow.
+	OpBind Op = "bind"
+	// OpPickup exchanges a token from a token-only bind for the socket.
+	OpPickup Op = "pickup"
+	// OpRelease drops the reference a token stands for.
+	OpRelease Op = "release"
+	// OpStatus lists held sockets.
+	OpStatus Op = "status"
 )
 
 // Code is a machine-readable error class carried in a reply.
@@ -53,6 +64,9 @@ const (
 	CodeTimeout            Code = "timeout"
 	CodeLimitExceeded      Code = "limit_exceeded"
 	CodeInternal           Code = "internal"
+	CodeShareConflict      Code = "share_conflict"
+	CodeNotFound           Code = "not_found"
+	CodeBindFailed         Code = "bind_failed"
 )
 
 // Request is one client request. Exactly one of the op-specific fields is set,
@@ -67,7 +81,83 @@ type Request struct {
 	Op Op `json:"op"`
 	// Connect holds the parameters of an OpConnect request.
 	Connect *ConnectRequest `json:"connect,omitempty"`
+	// Hello holds the parameters of an OpHello request.
+	Hello *HelloRequest `json:"hello,omitempty"`
+	// Bind holds the parameters of an OpBind request.
+	Bind *BindRequest `json:"bind,omitempty"`
+	// Token holds the token of an OpPickup or OpRelease request.
+	Token *TokenRequest `json:"token,omitempty"`
+	// Status holds the parameters of an OpStatus request.
+	Status *StatusRequest `json:"status,omitempty"`
 }
+
+// HelloRequest names the client application. The name is the default share
+// name of the connection's bind requests and appears in status and logs.
+type HelloRequest struct {
+	// App is 1 to 64 printable ASCII characters.
+	App string `json:"app"`
+}
+
+// BindRequest asks for a socket bound to an address.
+type BindRequest struct {
+	// Network is one of tcp, tcp4, tcp6, udp, udp4, udp6.
+	Network string `json:"network"`
+	// Address is host:port with a numeric host (IPv6 in brackets); an
+	// empty host means all addresses. Port 0 picks a free port.
+	Address string `json:"address"`
+	// Share is none (the default), same-name or any.
+	Share string `json:"share,omitempty"`
+	// Name is the share name; empty means the connection's app name.
+	Name string `json:"name,omitempty"`
+	// Options are socket options; nil means the defaults.
+	Options *SocketOptions `json:"options,omitempty"`
+	// TokenOnly asks for a token to pick the socket up with later, by
+	// this or another connection, instead of the socket.
+	TokenOnly bool `json:"token_only,omitempty"`
+}
+
+// SocketOptions are the options a bind request may set. Every field is
+// optional; absent fields take the documented default. Each option used
+// must be allowed by the policy rule that grants the bind.
+type SocketOptions struct {
+	// ReuseAddr sets SO_REUSEADDR; default true.
+	ReuseAddr *bool `json:"reuseaddr,omitempty"`
+	// ReusePort sets SO_REUSEPORT.
+	ReusePort *bool `json:"reuseport,omitempty"`
+	// V6Only sets IPV6_V6ONLY on IPv6 sockets; default true, except for an
+	// empty host on tcp/udp, which means both families.
+	V6Only *bool `json:"v6only,omitempty"`
+	// FreeBind sets IP_FREEBIND (bind to an address not yet configured).
+	FreeBind *bool `json:"freebind,omitempty"`
+	// Transparent sets IP_TRANSPARENT (needs CAP_NET_ADMIN).
+	Transparent *bool `json:"transparent,omitempty"`
+	// RcvBuf and SndBuf set SO_RCVBUF and SO_SNDBUF in bytes.
+	RcvBuf *int `json:"rcvbuf,omitempty"`
+	SndBuf *int `json:"sndbuf,omitempty"`
+	// BindToDevice sets SO_BINDTODEVICE to an interface name.
+	BindToDevice *string `json:"bind_to_device,omitempty"`
+	// PMTUDiscOff turns path-MTU discovery off (IP_MTU_DISCOVER /
+	// IPV6_MTU_DISCOVER = IP_PMTUDISC_OMIT), BIND's default for UDP.
+	PMTUDiscOff *bool `json:"pmtud_off,omitempty"`
+	// FastOpen sets TCP_FASTOPEN with this queue length (TCP only).
+	FastOpen *int `json:"fastopen,omitempty"`
+	// DeferAccept sets TCP_DEFER_ACCEPT in seconds (TCP only).
+	DeferAccept *int `json:"defer_accept,omitempty"`
+	// Backlog is the listen backlog; default the system's maximum
+	// (net.core.somaxconn). TCP only.
+	Backlog *int `json:"backlog,omitempty"`
+	// Listen false delivers a TCP socket bound but not listening.
+	Listen *bool `json:"listen,omitempty"`
+}
+
+// TokenRequest names a token.
+type TokenRequest struct {
+	// Token is a token from a bind reply.
+	Token string `json:"token"`
+}
+
+// StatusRequest asks for the held sockets the caller may see.
+type StatusRequest struct{}
 
 // ConnectRequest asks the daemon to resolve and connect, and hand over the
 // connected socket.
@@ -98,6 +188,68 @@ type Reply struct {
 	// Connect is the result of a successful OpConnect; the socket is the
 	// single file descriptor of the packet.
 	Connect *ConnectResult `json:"connect,omitempty"`
+	// Bind is the result of a successful OpBind or OpPickup; unless the
+	// request was token-only, the socket is the packet's single fd.
+	Bind *BindResult `json:"bind,omitempty"`
+	// Status is the result of OpStatus.
+	Status *StatusResult `json:"status,omitempty"`
+	// OK is true in the reply to a successful OpHello or OpRelease.
+	OK bool `json:"ok,omitempty"`
+}
+
+// BindResult describes a bound socket and the reference to it.
+type BindResult struct {
+	// Token identifies this reference: release it with OpRelease, or
+	// (token-only) pick the socket up with OpPickup.
+	Token string `json:"token"`
+	// Local is the socket's bound address (ip:port), the real port when
+	// port 0 was asked for.
+	Local string `json:"local"`
+	// Network is the socket's protocol: tcp or udp.
+	Network string `json:"network"`
+	// ExpiresMS, for a token-only reply, is how long the token may be
+	// picked up, in milliseconds.
+	ExpiresMS int64 `json:"expires_ms,omitempty"`
+	// Shared is true when the socket already existed and is now shared.
+	Shared bool `json:"shared,omitempty"`
+}
+
+// StatusResult lists held sockets.
+type StatusResult struct {
+	Sockets []SocketStatus `json:"sockets"`
+}
+
+// SocketStatus describes one cached socket.
+type SocketStatus struct {
+	// Network and Local identify it.
+	Network string `json:"network"`
+	Local   string `json:"local"`
+	// Refs is the number of references, pending tokens included.
+	Refs int `json:"refs"`
+	// AgeMS is how long the daemon has held it.
+	AgeMS int64 `json:"age_ms"`
+	// LingerMS is how long it is kept after its last reference goes.
+	LingerMS int64 `json:"linger_ms,omitempty"`
+	// LingeringMS, when set, is how long it has been without references.
+	LingeringMS int64 `json:"lingering_ms,omitempty"`
+	// Holders are its references.
+	Holders []HolderStatus `json:"holders"`
+}
+
+// HolderStatus describes one reference.
+type HolderStatus struct {
+	// Share and Name are the reference's share mode and name.
+	Share string `json:"share"`
+	Name  string `json:"name,omitempty"`
+	// UID, PID and App identify the holding connection's caller; for a
+	// pending token, the caller that asked for it.
+	UID uint32 `json:"uid"`
+	PID int32  `json:"pid"`
+	App string `json:"app,omitempty"`
+	// Pending is true for a token not yet picked up.
+	Pending bool `json:"pending,omitempty"`
+	// Token is shown to the reference's own caller and to admins.
+	Token string `json:"token,omitempty"`
 }
 
 // ConnectResult describes a connected socket handed over with a reply.
@@ -158,6 +310,19 @@ func DecodeRequest(b []byte) (*Request, error) {
 		if req.Connect.TimeoutMS < 0 {
 			return &req, Errorf(CodeInvalidRequest, "timeout_ms must not be negative")
 		}
+	case OpHello:
+		if req.Hello == nil {
+			return &req, Errorf(CodeInvalidRequest, `op "hello" needs a "hello" object`)
+		}
+	case OpBind:
+		if req.Bind == nil {
+			return &req, Errorf(CodeInvalidRequest, `op "bind" needs a "bind" object`)
+		}
+	case OpPickup, OpRelease:
+		if req.Token == nil {
+			return &req, Errorf(CodeInvalidRequest, `op %q needs a "token" object`, req.Op)
+		}
+	case OpStatus:
 	case "":
 		return &req, Errorf(CodeInvalidRequest, `missing "op"`)
 	default:

@@ -1,0 +1,245 @@
+package server
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"sockfactory/internal/binder"
+	"sockfactory/internal/connector"
+	"sockfactory/internal/policy"
+	"sockfactory/internal/registry"
+	"sockfactory/internal/wire"
+)
+
+// hello records the client's application name.
+func (ss *session) hello(r *wire.HelloRequest) error {
+	if err := checkName("app", r.App); err != nil {
+		return err
+	}
+	ss.mu.Lock()
+	ss.app = r.App
+	ss.mu.Unlock()
+	ss.s.registry.SetApp(ss.holder, r.App)
+	return nil
+}
+
+// checkName accepts 1 to 64 printable ASCII characters.
+func checkName(what, s string) error {
+	if s == "" || len(s) > 64 {
+		return wire.Errorf(wire.CodeInvalidRequest, "%s name must be 1 to 64 characters", what)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return wire.Errorf(wire.CodeInvalidRequest, "%s name %q: only printable ASCII without spaces is allowed", what, s)
+		}
+	}
+	return nil
+}
+
+// bindTarget is a parsed bind request.
+type bindTarget struct {
+	proto string
+	ap    netip.AddrPort
+	share registry.Share
+	name  string
+	opts  binder.Options
+	used  []string // option names the request sets, for the policy
+}
+
+// parseBind validates a bind request. An empty host means all addresses:
+// 0.0.0.0 for tcp4/udp4, :: for tcp6/udp6, and :: with v6only off (both
+// families) for tcp/udp unless v6only is given.
+func (ss *session) parseBind(r *wire.BindRequest) (*bindTarget, error) {
+	invalid := func(format string, args ...any) (*bindTarget, error) {
+		return nil, wire.Errorf(wire.CodeInvalidRequest, format, args...)
+	}
+	n, err := connector.ParseNetwork(r.Network)
+	if err != nil {
+		return invalid("%v", err)
+	}
+	host, p, err := net.SplitHostPort(r.Address)
+	if err != nil {
+		return invalid("address %q: want host:port (host may be empty for all addresses; IPv6 in brackets)", r.Address)
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || p[0] == '+' || (len(p) > 1 && p[0] == '0') {
+		return invalid("address %q: port must be a number from 0 to 65535", r.Address)
+	}
+	t := &bindTarget{proto: n.Proto, opts: binder.Defaults(n.Proto)}
+	var addr netip.Addr
+	dual := false
+	switch {
+	case host == "" && n.Family == 4:
+		addr = netip.IPv4Unspecified()
+	case host == "":
+		addr, dual = netip.IPv6Unspecified(), n.Family == 0
+	default:
+		a, err := netip.ParseAddr(host)
+		if err != nil || a.Zone() != "" {
+			return invalid("address %q: the host must be a numeric IP address without a zone, or empty for all", r.Address)
+		}
+		addr = a.Unmap()
+		if !n.Allows(addr) {
+			return invalid("address %s is not in network %s", addr, n)
+		}
+	}
+	t.ap = netip.AddrPortFrom(addr, uint16(port))
+	if t.share, err = registry.ParseShare(r.Share); err != nil {
+		return invalid("%v", err)
+	}
+	t.name = r.Name
+	if t.name == "" {
+		ss.mu.Lock()
+		t.name = ss.app
+		ss.mu.Unlock()
+	} else if err := checkName("share", t.name); err != nil {
+		return nil, err
+	}
+	if dual {
+		t.opts.V6Only = false
+	}
+	if o := r.Options; o != nil {
+		t.used = applyOptions(&t.opts, o)
+	}
+	if err := t.opts.Validate(t.proto); err != nil {
+		return invalid("options: %v", err)
+	}
+	return t, nil
+}
+
+// applyOptions copies the options a request sets and returns their names.
+func applyOptions(dst *binder.Options, o *wire.SocketOptions) []string {
+	var used []string
+	setBool := func(name string, src *bool, d *bool) {
+		if src != nil {
+			*d = *src
+			used = append(used, name)
+		}
+	}
+	setInt := func(name string, src *int, d *int) {
+		if src != nil {
+			*d = *src
+			used = append(used, name)
+		}
+	}
+	setBool("reuseaddr", o.ReuseAddr, &dst.ReuseAddr)
+	setBool("reuseport", o.ReusePort, &dst.ReusePort)
+	setBool("v6only", o.V6Only, &dst.V6Only)
+	setBool("freebind", o.FreeBind, &dst.FreeBind)
+	setBool("transparent", o.Transparent, &dst.Transparent)
+	setInt("rcvbuf", o.RcvBuf, &dst.RcvBuf)
+	setInt("sndbuf", o.SndBuf, &dst.SndBuf)
+	if o.BindToDevice != nil {
+		dst.BindToDevice = *o.BindToDevice
+		used = append(used, "bind_to_device")
+	}
+	setBool("pmtud_off", o.PMTUDiscOff, &dst.PMTUDiscOff)
+	setInt("fastopen", o.FastOpen, &dst.FastOpen)
+	setInt("defer_accept", o.DeferAccept, &dst.DeferAccept)
+	setInt("backlog", o.Backlog, &dst.Backlog)
+	setBool("listen", o.Listen, &dst.Listen)
+	return used
+}
+
+// bind serves OpBind: parse, policy, then the cache.
+func (ss *session) bind(r *wire.BindRequest) (*wire.BindResult, *os.File, string, error) {
+	t, err := ss.parseBind(r)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	c := &ss.caller
+	dec, why := ss.s.policy.Load().Bind(c, &policy.BindQuery{Proto: t.proto, Addr: t.ap.Addr(), Port: t.ap.Port(), Share: t.share.String(), Options: t.used})
+	if !dec.Allowed {
+		return nil, nil, "", wire.Errorf(wire.CodeDenied, "policy grants uid %d no bind to %s %s: %s", c.UID, t.proto, t.ap, why)
+	}
+	g, err := ss.s.registry.Acquire(&registry.Request{
+		Key:     registry.Key{Proto: t.proto, Addr: t.ap},
+		Share:   t.share,
+		Name:    t.name,
+		Options: t.opts,
+		Linger:  dec.Linger,
+		Holder:  ss.holder,
+		Pending: r.TokenOnly,
+		Create:  func() (*os.File, netip.AddrPort, error) { return binder.Create(t.proto, t.ap, t.opts) },
+	})
+	if err != nil {
+		return nil, nil, dec.Rule, registryError(err)
+	}
+	res := &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared}
+	if r.TokenOnly {
+		res.ExpiresMS = time.Until(g.Expires).Milliseconds()
+	}
+	return res, g.File, dec.Rule, nil
+}
+
+// pickup serves OpPickup: the caller must be granted the socket's address.
+func (ss *session) pickup(r *wire.TokenRequest) (*wire.BindResult, *os.File, error) {
+	pol := ss.s.policy.Load()
+	g, err := ss.s.registry.Pickup(r.Token, ss.holder, func(k registry.Key) bool {
+		return pol.BindAddr(&ss.caller, k.Proto, k.Addr.Addr(), k.Addr.Port()).Allowed
+	})
+	if err != nil {
+		return nil, nil, registryError(err)
+	}
+	return &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared}, g.File, nil
+}
+
+// release serves OpRelease.
+func (ss *session) release(r *wire.TokenRequest) (registry.Key, error) {
+	k, err := ss.s.registry.Release(r.Token, ss.holder, ss.s.policy.Load().Admin(&ss.caller))
+	if err != nil {
+		return k, registryError(err)
+	}
+	return k, nil
+}
+
+// status serves OpStatus.
+func (ss *session) status() *wire.StatusResult {
+	now := time.Now()
+	infos := ss.s.registry.Status(ss.holder, ss.s.policy.Load().Admin(&ss.caller))
+	res := &wire.StatusResult{Sockets: make([]wire.SocketStatus, 0, len(infos))}
+	for _, in := range infos {
+		st := wire.SocketStatus{
+			Network:  in.Key.Proto,
+			Local:    in.Key.Addr.String(),
+			Refs:     len(in.Refs),
+			AgeMS:    now.Sub(in.Created).Milliseconds(),
+			LingerMS: in.Linger.Milliseconds(),
+			Holders:  make([]wire.HolderStatus, 0, len(in.Refs)),
+		}
+		if !in.IdleSince.IsZero() {
+			st.LingeringMS = max(now.Sub(in.IdleSince).Milliseconds(), 1)
+		}
+		for _, r := range in.Refs {
+			st.Holders = append(st.Holders, wire.HolderStatus{
+				Share: r.Share.String(), Name: r.Name, UID: r.Holder.UID, PID: r.Holder.PID, App: r.Holder.App,
+				Pending: r.Pending, Token: r.Token,
+			})
+		}
+		res.Sockets = append(res.Sockets, st)
+	}
+	return res
+}
+
+// registryError maps cache and socket errors to wire errors.
+func registryError(err error) error {
+	switch {
+	case errors.Is(err, registry.ErrShareConflict), errors.Is(err, registry.ErrOptionsDiffer):
+		return wire.Errorf(wire.CodeShareConflict, "%v", err)
+	case errors.Is(err, registry.ErrNoToken):
+		return wire.Errorf(wire.CodeNotFound, "%v (tokens are single-use, expire, and may be released only by their holder)", err)
+	case errors.Is(err, registry.ErrClosed):
+		return wire.Errorf(wire.CodeInternal, "the daemon is shutting down")
+	}
+	e := wire.Errorf(wire.CodeBindFailed, "%v", err)
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		e.Errno = int(errno)
+	}
+	return e
+}
