@@ -27,6 +27,15 @@ var (
 	ErrLimitExceeded = errors.New("sockfactory: limit exceeded")
 	// ErrInternal: the daemon failed for a reason of its own.
 	ErrInternal = errors.New("sockfactory: internal error")
+	// ErrShareConflict: the socket is held with a share mode (or options)
+	// that forbid this request. Nothing changed.
+	ErrShareConflict = errors.New("sockfactory: share conflict")
+	// ErrNotFound: the token is unknown, expired, already picked up, or
+	// not held by this connection.
+	ErrNotFound = errors.New("sockfactory: token not found")
+	// ErrBindFailed: the daemon could not create or bind the socket; the
+	// errno (syscall.EADDRINUSE, syscall.EACCES, ...) is reachable.
+	ErrBindFailed = errors.New("sockfactory: bind failed")
 
 	// ErrUnavailable: the daemon could not be reached, or the connection to
 	// it broke before the reply. The request may or may not have been
@@ -45,6 +54,9 @@ var codeErrors = map[wire.Code]error{
 	wire.CodeTimeout:            ErrTimeout,
 	wire.CodeLimitExceeded:      ErrLimitExceeded,
 	wire.CodeInternal:           ErrInternal,
+	wire.CodeShareConflict:      ErrShareConflict,
+	wire.CodeNotFound:           ErrNotFound,
+	wire.CodeBindFailed:         ErrBindFailed,
 }
 
 // Error is a failure reported by the daemon.

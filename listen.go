@@ -1,0 +1,310 @@
+package sockfactory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"sockfactory/internal/wire"
+)
+
+// ListenOptions configure a bound socket. The zero value asks for a socket
+// nobody else may share (share mode none), with the daemon's defaults:
+// SO_REUSEADDR on, IPV6_V6ONLY on for IPv6, TCP listening with the system's
+// maximum backlog. Every option set must be allowed by the daemon's policy.
+type ListenOptions struct {
+	// Share is the share mode: "" or "none" (nobody else may hold the
+	// socket), "same-name" (holders with the same Name may), or "any".
+	Share string
+	// Name is the share name; empty means the Client's App.
+	Name string
+	// ReusePort sets SO_REUSEPORT.
+	ReusePort bool
+	// NoReuseAddr turns SO_REUSEADDR off.
+	NoReuseAddr bool
+	// DualStack turns IPV6_V6ONLY off on an IPv6 socket, so that it also
+	// takes IPv4. An empty host on "tcp"/"udp" is dual-stack already.
+	DualStack bool
+	// FreeBind sets IP_FREEBIND: bind an address not (yet) configured.
+	FreeBind bool
+	// Transparent sets IP_TRANSPARENT.
+	Transparent bool
+	// RcvBuf and SndBuf set SO_RCVBUF and SO_SNDBUF in bytes; 0 leaves the
+	// kernel's default.
+	RcvBuf, SndBuf int
+	// BindToDevice sets SO_BINDTODEVICE; empty means none.
+	BindToDevice string
+	// PMTUDiscOff turns path-MTU discovery off (UDP servers such as DNS).
+	PMTUDiscOff bool
+	// FastOpen sets TCP_FASTOPEN with this queue length; 0 leaves it off.
+	FastOpen int
+	// DeferAccept sets TCP_DEFER_ACCEPT; 0 leaves it off.
+	DeferAccept time.Duration
+	// Backlog is the listen backlog; 0 means the system's maximum.
+	Backlog int
+	// NoListen delivers a TCP socket bound but not listening.
+	NoListen bool
+}
+
+func (o *ListenOptions) wire(network, address string, tokenOnly bool) *wire.BindRequest {
+	r := &wire.BindRequest{Network: network, Address: address, TokenOnly: tokenOnly}
+	if o == nil {
+		return r
+	}
+	r.Share, r.Name = o.Share, o.Name
+	var so wire.SocketOptions
+	set := false
+	on, off := true, false
+	flag := func(b bool, dst **bool, v *bool) {
+		if b {
+			*dst, set = v, true
+		}
+	}
+	num := func(n int, dst **int) {
+		if n != 0 {
+			*dst, set = &n, true
+		}
+	}
+	flag(o.ReusePort, &so.ReusePort, &on)
+	flag(o.NoReuseAddr, &so.ReuseAddr, &off)
+	flag(o.DualStack, &so.V6Only, &off)
+	flag(o.FreeBind, &so.FreeBind, &on)
+	flag(o.Transparent, &so.Transparent, &on)
+	flag(o.PMTUDiscOff, &so.PMTUDiscOff, &on)
+	flag(o.NoListen, &so.Listen, &off)
+	num(o.RcvBuf, &so.RcvBuf)
+	num(o.SndBuf, &so.SndBuf)
+	num(o.FastOpen, &so.FastOpen)
+	num(int(o.DeferAccept/time.Second), &so.DeferAccept)
+	num(o.Backlog, &so.Backlog)
+	if o.BindToDevice != "" {
+		so.BindToDevice, set = &o.BindToDevice, true
+	}
+	if set {
+		r.Options = &so
+	}
+	return r
+}
+
+// Binding describes a reference to a bound socket.
+type Binding struct {
+	// Token identifies the reference: pass it to Release, or (token-only)
+	// to Pickup. Treat it as a secret: whoever holds it and is granted the
+	// address may pick the socket up.
+	Token string
+	// Network is "tcp" or "udp".
+	Network string
+	// Addr is the bound address, with the real port when 0 was asked.
+	Addr string
+	// Shared is true when another holder already had the socket.
+	Shared bool
+	// Expires is, for a token-only binding, how long the token may be
+	// picked up.
+	Expires time.Duration
+}
+
+// BindFile asks the daemon for a socket bound to address on network (tcp,
+// tcp4, tcp6, udp, udp4, udp6; address host:port with a numeric host, empty
+// for all addresses; port 0 for any free one). TCP sockets come listening
+// unless o.NoListen. The caller owns the returned file (blocking mode) and
+// must close it; the daemon counts the reference until Release, or until
+// this Client's connection closes.
+func (c *Client) BindFile(ctx context.Context, network, address string, o *ListenOptions) (*os.File, *Binding, error) {
+	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpBind, Bind: o.wire(network, address, false)})
+	return bindReply("bind", rep, files, err, true)
+}
+
+// BindToken asks for a token only (the first phase of a two-phase bind):
+// the daemon creates or reuses the socket and keeps it for the token, which
+// any connection whose caller is granted the address may Pickup once
+// before it expires. The pending token counts as a holder for sharing.
+func (c *Client) BindToken(ctx context.Context, network, address string, o *ListenOptions) (*Binding, error) {
+	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpBind, Bind: o.wire(network, address, true)})
+	_, b, err := bindReply("bind", rep, files, err, false)
+	return b, err
+}
+
+// Pickup exchanges a token from BindToken for the socket; the reference is
+// then held by this Client's connection. The caller owns the file.
+func (c *Client) Pickup(ctx context.Context, token string) (*os.File, *Binding, error) {
+	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpPickup, Token: &wire.TokenRequest{Token: token}})
+	return bindReply("pickup", rep, files, err, true)
+}
+
+// Release drops the reference token stands for. Only the connection that
+// holds it may (or an admin). Sockets already received stay open in this
+// process; the daemon closes its copy when the last reference goes.
+func (c *Client) Release(ctx context.Context, token string) error {
+	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpRelease, Token: &wire.TokenRequest{Token: token}})
+	if err != nil {
+		return err
+	}
+	closeFiles(files)
+	if rep.Error != nil {
+		return fromWire("release", rep.Error)
+	}
+	return nil
+}
+
+func bindReply(op string, rep *wire.Reply, files []*os.File, err error, wantFile bool) (*os.File, *Binding, error) {
+	if err != nil {
+		return nil, nil, err
+	}
+	if rep.Error != nil {
+		closeFiles(files)
+		return nil, nil, fromWire(op, rep.Error)
+	}
+	if rep.Bind == nil || (len(files) == 1) != wantFile || len(files) > 1 {
+		closeFiles(files)
+		return nil, nil, fmt.Errorf("%w: %s reply without the expected socket", ErrProtocol, op)
+	}
+	b := &Binding{Token: rep.Bind.Token, Network: rep.Bind.Network, Addr: rep.Bind.Local, Shared: rep.Bind.Shared,
+		Expires: time.Duration(rep.Bind.ExpiresMS) * time.Millisecond}
+	if !wantFile {
+		return nil, b, nil
+	}
+	return files[0], b, nil
+}
+
+// Listen asks the daemon for a listening TCP socket (network tcp, tcp4 or
+// tcp6) and returns it as a listener whose Close also releases the
+// reference. The listener is a *Listener, which embeds *net.TCPListener.
+func (c *Client) Listen(ctx context.Context, network, address string, o *ListenOptions) (*Listener, error) {
+	f, b, err := c.BindFile(ctx, network, address, o)
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: stringAddr{network, address}, Err: err}
+	}
+	defer f.Close()
+	l, err := net.FileListener(f)
+	if err != nil {
+		c.Release(context.Background(), b.Token)
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: stringAddr{network, address}, Err: err}
+	}
+	tl, ok := l.(*net.TCPListener)
+	if !ok {
+		l.Close()
+		c.Release(context.Background(), b.Token)
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: stringAddr{network, address}, Err: fmt.Errorf("%w: not a TCP listener", ErrProtocol)}
+	}
+	return &Listener{TCPListener: tl, Binding: b, release: c.releaser(b.Token)}, nil
+}
+
+// ListenPacket asks the daemon for a bound UDP socket (network udp, udp4
+// or udp6) whose Close also releases the reference. The result is a
+// *PacketConn, which embeds *net.UDPConn.
+func (c *Client) ListenPacket(ctx context.Context, network, address string, o *ListenOptions) (*PacketConn, error) {
+	f, b, err := c.BindFile(ctx, network, address, o)
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: stringAddr{network, address}, Err: err}
+	}
+	defer f.Close()
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		c.Release(context.Background(), b.Token)
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: stringAddr{network, address}, Err: err}
+	}
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		pc.Close()
+		c.Release(context.Background(), b.Token)
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: stringAddr{network, address}, Err: fmt.Errorf("%w: not a UDP socket", ErrProtocol)}
+	}
+	return &PacketConn{UDPConn: uc, Binding: b, release: c.releaser(b.Token)}, nil
+}
+
+// releaser returns a function releasing token once. A broken daemon
+// connection has released it already, so ErrUnavailable is not an error.
+func (c *Client) releaser(token string) func() error {
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := c.Release(ctx, token)
+		if errors.Is(err, ErrUnavailable) || errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		return err
+	}
+}
+
+// Listener is a listening socket from the daemon. Close closes it and
+// releases the daemon's reference.
+type Listener struct {
+	*net.TCPListener
+	// Binding describes the reference.
+	Binding *Binding
+	release func() error
+	closed  bool
+}
+
+// Close closes the listener and releases the reference. Other holders of
+// a shared socket keep it.
+func (l *Listener) Close() error {
+	err := l.TCPListener.Close()
+	if l.closed {
+		return err
+	}
+	l.closed = true
+	if rerr := l.release(); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// PacketConn is a bound UDP socket from the daemon. Close closes it and
+// releases the daemon's reference.
+type PacketConn struct {
+	*net.UDPConn
+	// Binding describes the reference.
+	Binding *Binding
+	release func() error
+	closed  bool
+}
+
+// Close closes the socket and releases the reference.
+func (p *PacketConn) Close() error {
+	err := p.UDPConn.Close()
+	if p.closed {
+		return err
+	}
+	p.closed = true
+	if rerr := p.release(); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+var (
+	_ net.Listener   = (*Listener)(nil)
+	_ net.PacketConn = (*PacketConn)(nil)
+)
+
+// Listen is Client.Listen on a Client of its own, connected to
+// DefaultSocketPath(): the reference lives exactly as long as the listener
+// (closing it, or this process dying, releases it).
+func Listen(ctx context.Context, network, address string, o *ListenOptions) (*Listener, error) {
+	c := &Client{}
+	l, err := c.Listen(ctx, network, address, o)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	release := l.release
+	l.release = func() error { err := release(); c.Close(); return err }
+	return l, nil
+}
+
+// ListenPacket is Client.ListenPacket on a Client of its own, like Listen.
+func ListenPacket(ctx context.Context, network, address string, o *ListenOptions) (*PacketConn, error) {
+	c := &Client{}
+	p, err := c.ListenPacket(ctx, network, address, o)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	release := p.release
+	p.release = func() error { err := release(); c.Close(); return err }
+	return p, nil
+}
