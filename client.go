@@ -27,12 +27,24 @@ type Client struct {
 	// Socket is the path of the daemon's native socket. Empty means
 	// DefaultSocketPath().
 	Socket string
+	// App names this program to the daemon (1 to 64 printable ASCII
+	// characters): the default share name of its bound sockets, shown in
+	// status and logs. Empty declares nothing. It is sent again on every
+	// new connection.
+	App string
 
 	nextID atomic.Uint64
 	mu     sync.Mutex
 	cc     *clientConn // current connection; nil before first use or after it broke
 	closed bool
+	slots  chan struct{} // one token per request in flight; made on first use
 }
+
+// maxInFlight is how many requests a Client has in flight at once: the
+// daemon's default limit per connection. More wait for a reply. A daemon
+// configured lower refuses some with limit_exceeded; those are sent again
+// once it has answered another, or after a short pause.
+const maxInFlight = 64
 
 // DefaultSocketPath returns the socket a Client uses when told none:
 // $SOCKFACTORY_SOCKET if set; else the system daemon's socket
@@ -45,12 +57,23 @@ func DefaultSocketPath() string { return paths.ClientSocket() }
 // the request is sent, it reconnects once and resends: the daemon has not
 // seen the request then.
 func (c *Client) roundTrip(ctx context.Context, req *wire.Request) (*wire.Reply, []*os.File, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err // as net.Dialer: nothing sent, no ErrUnavailable
+	}
+	slots := c.inFlight()
+	select {
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
 	req.V = wire.Version
 	req.ID = c.nextID.Add(1)
 	b, err := wire.Encode(req)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sockfactory: encoding request: %w", err)
 	}
+	pause := time.Millisecond // before resending a refused request
 	for attempt := 0; ; attempt++ {
 		cc, err := c.conn(ctx)
 		if err != nil {
@@ -65,12 +88,39 @@ func (c *Client) roundTrip(ctx context.Context, req *wire.Request) (*wire.Reply,
 		}
 		select {
 		case r := <-ch:
+			if r.err == nil && r.rep.Error != nil && r.rep.Error.Code == wire.CodeLimitExceeded {
+				// Refused unseen: the connection had as many requests
+				// in flight as the daemon allows. Resend once it has
+				// answered another, or after a pause: it frees a slot
+				// just after replying, and may have no other to answer.
+				t := time.NewTimer(pause)
+				pause = min(2*pause, time.Second)
+				select {
+				case <-r.next:
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return nil, nil, ctx.Err()
+				}
+				t.Stop()
+				continue
+			}
 			return r.rep, r.files, r.err
 		case <-ctx.Done():
 			cc.abandon(req.ID)
 			return nil, nil, ctx.Err()
 		}
 	}
+}
+
+// inFlight returns the Client's in-flight tokens.
+func (c *Client) inFlight() chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.slots == nil {
+		c.slots = make(chan struct{}, maxInFlight)
+	}
+	return c.slots
 }
 
 // conn returns a live connection, dialing one if needed.
@@ -92,12 +142,46 @@ func (c *Client) conn(ctx context.Context) (*clientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: connecting to %s: %w (is sockfactoryd running? set SOCKFACTORY_SOCKET or Client.Socket to its socket)", ErrUnavailable, path, err)
 	}
-	c.cc = newClientConn(conn.(*net.UnixConn))
+	cc := newClientConn(conn.(*net.UnixConn))
+	if c.App != "" {
+		if err := c.hello(ctx, cc); err != nil {
+			cc.close(err)
+			return nil, err
+		}
+	}
+	c.cc = cc
 	return c.cc, nil
 }
 
+// hello declares c.App on a new connection, before any other request.
+func (c *Client) hello(ctx context.Context, cc *clientConn) error {
+	req := &wire.Request{V: wire.Version, ID: c.nextID.Add(1), Op: wire.OpHello, Hello: &wire.HelloRequest{App: c.App}}
+	b, err := wire.Encode(req)
+	if err != nil {
+		return err
+	}
+	ch, err := cc.send(req.ID, b)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	select {
+	case r := <-ch:
+		closeFiles(r.files)
+		if r.err != nil {
+			return r.err
+		}
+		if r.rep.Error != nil {
+			return fromWire("hello", r.rep.Error)
+		}
+		return nil
+	case <-ctx.Done():
+		cc.abandon(req.ID)
+		return ctx.Err()
+	}
+}
+
 // Close closes the connection to the daemon. Requests in flight fail with
-// ErrUnavailable; sockets already returned stay open. Close is idempotent.
+// net.ErrClosed; sockets already returned stay open. Close is idempotent.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -113,6 +197,7 @@ type result struct {
 	rep   *wire.Reply
 	files []*os.File
 	err   error
+	next  <-chan struct{} // closed when the daemon answers again, or the connection breaks
 }
 
 // clientConn is one daemon connection with its reply reader.
@@ -120,11 +205,12 @@ type clientConn struct {
 	uc      *net.UnixConn
 	mu      sync.Mutex
 	pending map[uint64]chan result
-	err     error // set once the connection is broken
+	err     error         // set once the connection is broken
+	replied chan struct{} // closed at the next reply or when broken
 }
 
 func newClientConn(uc *net.UnixConn) *clientConn {
-	cc := &clientConn{uc: uc, pending: make(map[uint64]chan result)}
+	cc := &clientConn{uc: uc, pending: make(map[uint64]chan result), replied: make(chan struct{})}
 	go cc.readLoop()
 	return cc
 }
@@ -176,6 +262,7 @@ func (cc *clientConn) close(err error) {
 	cc.mu.Lock()
 	if cc.err == nil {
 		cc.err = err
+		close(cc.replied)
 	}
 	pending := cc.pending
 	cc.pending = make(map[uint64]chan result)
@@ -222,6 +309,11 @@ func (cc *clientConn) readLoop() {
 		cc.mu.Lock()
 		ch, ok := cc.pending[rep.ID]
 		delete(cc.pending, rep.ID)
+		if cc.err == nil {
+			close(cc.replied)
+			cc.replied = make(chan struct{})
+		}
+		r.next = cc.replied
 		cc.mu.Unlock()
 		if !ok {
 			closeFiles(r.files) // its caller gave up

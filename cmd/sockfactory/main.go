@@ -1,6 +1,9 @@
 // Command sockfactory is the command-line client of sockfactoryd.
 //
 //	sockfactory connect [-socket PATH] HOST:PORT   relay stdin/stdout over a brokered connection
+//	sockfactory exec --listen URL... -- CMD ARGS  run CMD with sockets from the daemon
+//	sockfactory status [--json]                   list held sockets
+//	sockfactory release TOKEN                     drop a reference
 //	sockfactory version                           print the version
 package main
 
@@ -24,6 +27,10 @@ const usage = `Usage: sockfactory COMMAND [flags] [args]
 
 Commands:
   connect HOST:PORT   connect through the daemon and relay stdin/stdout (like nc)
+  exec --listen NETWORK://HOST:PORT -- CMD ARGS
+                      run CMD with sockets from the daemon (systemd LISTEN_FDS convention)
+  status [--json]     list the sockets the daemon holds for you
+  release TOKEN       drop a reference (admins)
   version             print the version
 
 Run 'sockfactory COMMAND -h' for a command's flags.
@@ -31,6 +38,9 @@ The daemon's socket is $SOCKFACTORY_SOCKET, or -socket, or %s.
 `
 
 func main() {
+	if os.Getenv(execChildEnv) != "" {
+		os.Exit(execChild(os.Args[1:], os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -42,6 +52,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "connect":
 		return cmdConnect(args[1:], stdin, stdout, stderr)
+	case "exec":
+		return cmdExec(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
+	case "release":
+		return cmdRelease(args[1:], stdout, stderr)
 	case "version":
 		fs := flag.NewFlagSet("sockfactory version", flag.ContinueOnError)
 		fs.SetOutput(stderr)

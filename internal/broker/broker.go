@@ -49,6 +49,9 @@ func ParseTarget(address string) (Target, error) {
 	invalid := func(format string, args ...any) (Target, error) {
 		return Target{}, wire.Errorf(wire.CodeInvalidRequest, format, args...)
 	}
+	if len(address) > 300 { // 253 for a name, brackets, a colon, 5 digits
+		return invalid("address of %d bytes is too long for host:port", len(address))
+	}
 	h, p, err := net.SplitHostPort(address)
 	if err != nil {
 		return invalid("address %q: want host:port, with IPv6 addresses in brackets", address)
@@ -58,6 +61,9 @@ func ParseTarget(address string) (Target, error) {
 		return invalid("address %q: port must be a number from 1 to 65535", address)
 	}
 	if a, err := netip.ParseAddr(h); err == nil {
+		if a.Is4() && strings.HasPrefix(address, "[") {
+			return invalid("address %q: brackets are for IPv6 addresses", address)
+		}
 		if a.Zone() != "" {
 			return invalid("address %q: IPv6 zones are not supported", address)
 		}
@@ -142,6 +148,9 @@ func Connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, con
 }
 
 func resolveError(host string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return wire.Errorf(wire.CodeInternal, "resolving %s cancelled: the daemon is shutting down or the client left", host)
+	}
 	var de *net.DNSError
 	if errors.As(err, &de) {
 		if de.IsTimeout || errors.Is(err, context.DeadlineExceeded) {
@@ -171,6 +180,12 @@ func connectError(t Target, err error) error {
 		target = oe.Addr.String()
 	}
 	var errno syscall.Errno
+	if errors.As(err, &errno) && (errno == syscall.EMFILE || errno == syscall.ENFILE || errno == syscall.ENOBUFS || errno == syscall.ENOMEM) {
+		// The daemon's own resources ran out, not the destination.
+		e := wire.Errorf(wire.CodeLimitExceeded, "the daemon is out of resources (%v); retry later", errno)
+		e.Errno = int(errno)
+		return e
+	}
 	if errors.As(err, &errno) {
 		e := wire.Errorf(wire.CodeConnectFailed, "connect to %s: %v", target, errno)
 		e.Errno = int(errno)

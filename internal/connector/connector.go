@@ -190,7 +190,8 @@ func IsTimeout(err error) bool {
 // the fd is duplicated close-on-exec, set blocking, optionally given a send
 // timeout, and the original closed.
 func dialOne(ctx context.Context, proto string, ap netip.AddrPort, opts Options) (*os.File, Result, error) {
-	var d net.Dialer
+	// Deliver plain socket(2) defaults: no keep-alive (Go turns it on).
+	d := net.Dialer{KeepAlive: -1}
 	conn, err := d.DialContext(ctx, proto, ap.String())
 	if err != nil {
 		return nil, Result{}, err
@@ -218,7 +219,7 @@ func dialOne(ctx context.Context, proto string, ap netip.AddrPort, opts Options)
 	if opErr != nil {
 		return nil, Result{}, opErr
 	}
-	if err := prepare(fd, opts); err != nil {
+	if err := prepare(fd, proto, opts); err != nil {
 		unix.Close(fd)
 		return nil, Result{}, err
 	}
@@ -227,9 +228,18 @@ func dialOne(ctx context.Context, proto string, ap netip.AddrPort, opts Options)
 
 // prepare clears O_NONBLOCK (the duplicate shares the flag with the original,
 // which is closed right after) and applies the options.
-func prepare(fd int, opts Options) error {
+func prepare(fd int, proto string, opts Options) error {
 	if err := unix.SetNonblock(fd, false); err != nil {
 		return os.NewSyscallError("fcntl F_SETFL", err)
+	}
+	// Undo the options Go's dialer sets, so that the receiver gets what
+	// socket(2) gives: Nagle on for TCP, no broadcast for UDP.
+	if proto == "tcp" {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 0); err != nil {
+			return os.NewSyscallError("setsockopt TCP_NODELAY", err)
+		}
+	} else if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 0); err != nil {
+		return os.NewSyscallError("setsockopt SO_BROADCAST", err)
 	}
 	if opts.SendTimeout > 0 {
 		tv := unix.NsecToTimeval(opts.SendTimeout.Nanoseconds())

@@ -263,7 +263,11 @@ func CheckHostname(s string) error {
 		for i := 0; i < len(label); i++ {
 			c := label[i]
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("host name %q contains %q: only letters, digits, '-', '_' and '.' are allowed", s, c)
+				what := fmt.Sprintf("%q", rune(c))
+				if c >= 0x80 {
+					what = fmt.Sprintf("byte %#02x", c) // part of a multi-byte character
+				}
+				return fmt.Errorf("host name %q contains %s: only letters, digits, '-', '_' and '.' are allowed", s, what)
 			}
 		}
 		last = label

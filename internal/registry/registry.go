@@ -333,11 +333,12 @@ func (g *Registry) ReleaseHolder(h *Holder) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	refs := g.held[h]
+	n := len(refs) // drop deletes from refs as it goes
 	for _, ref := range refs {
 		g.drop(ref)
 	}
 	delete(g.held, h)
-	return len(refs)
+	return n
 }
 
 // expire drops a pending token whose time ran out.
@@ -374,13 +375,17 @@ func (g *Registry) drop(ref *Ref) {
 		return
 	}
 	s.idleSince = time.Now()
-	s.timer = time.AfterFunc(s.linger, func() {
+	// A timer that fired while Acquire held the lock cannot be stopped:
+	// only the socket's current timer may close it.
+	var t *time.Timer
+	t = time.AfterFunc(s.linger, func() {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		if len(s.refs) == 0 && g.sockets[s.key] == s && !s.idleSince.IsZero() {
+		if s.timer == t && len(s.refs) == 0 && g.sockets[s.key] == s && !s.idleSince.IsZero() {
 			g.closeSocket(s)
 		}
 	})
+	s.timer = t
 }
 
 func (g *Registry) closeSocket(s *socket) {

@@ -79,8 +79,8 @@ func (ss *session) connect(r *wire.ConnectRequest) (*os.File, broker.Outcome, er
 		return nil, broker.Outcome{}, err
 	}
 	timeout := ss.s.timeout
-	if d := time.Duration(r.TimeoutMS) * time.Millisecond; d > 0 && d < timeout {
-		timeout = d
+	if r.TimeoutMS > 0 && r.TimeoutMS < timeout.Milliseconds() { // compared in ms: no overflow
+		timeout = time.Duration(r.TimeoutMS) * time.Millisecond
 	}
 	ctx, cancel := context.WithTimeout(ss.ctx, timeout)
 	defer cancel()

@@ -19,8 +19,12 @@ var ErrAddressInUse = errors.New("socket path in use by a running daemon")
 // reported. The socket file gets mode and, when gid >= 0, that group. The
 // listener removes the file when closed.
 func Listen(network, path string, mode os.FileMode, gid int) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating socket directory: %w", err)
+	}
+	if err := checkDir(dir); err != nil {
+		return nil, err
 	}
 	if err := removeStale(network, path); err != nil {
 		return nil, err
@@ -40,6 +44,27 @@ func Listen(network, path string, mode os.FileMode, gid int) (*net.UnixListener,
 		}
 	}
 	return l, nil
+}
+
+// checkDir refuses a socket directory that another user could have planted
+// (say /tmp/sockfactory-UID made by someone else first): it must be owned by
+// this user or root, and not writable by others unless sticky (like /tmp).
+func checkDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("checking socket directory: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok {
+		return fmt.Errorf("socket directory %s is not a directory", dir)
+	}
+	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("socket directory %s is owned by uid %d, not by this user or root; refusing to use it", dir, st.Uid)
+	}
+	if fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0 {
+		return fmt.Errorf("socket directory %s is writable by everyone and not sticky; refusing to use it", dir)
+	}
+	return nil
 }
 
 // removeStale removes path if it is a socket nobody listens on.

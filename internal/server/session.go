@@ -135,6 +135,7 @@ func (ss *session) readPacket() (*[]byte, int, error) {
 			n, oobn, flags, _, recvErr = unix.Recvmsg(int(fd), *bp, oob[:], unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
 			if recvErr == unix.EAGAIN {
 				bufPool.Put(bp)
+				bp = nil
 				return false
 			}
 			return true
@@ -143,7 +144,9 @@ func (ss *session) readPacket() (*[]byte, int, error) {
 			err = recvErr
 		}
 		if err != nil {
-			bufPool.Put(bp)
+			if bp != nil { // nil when Read failed before or after an EAGAIN
+				bufPool.Put(bp)
+			}
 			return nil, 0, err
 		}
 		closeRights(oob[:oobn])

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -291,13 +293,23 @@ func DecodeRequest(b []byte) (*Request, error) {
 	if err := decodeStrict(b, &req); err != nil {
 		// Read the ID leniently so that the error reply can name the
 		// request; a message too broken for that gets ID 0.
-		var id struct {
-			ID uint64 `json:"id"`
+		var probe struct {
+			V  json.RawMessage `json:"v"`
+			ID uint64          `json:"id"`
 		}
-		if len(b) <= MaxMessageSize && json.Unmarshal(b, &id) != nil {
-			id.ID = 0
+		if len(b) <= MaxMessageSize {
+			// A type error in another field still fills these two.
+			var te *json.UnmarshalTypeError
+			if err := json.Unmarshal(b, &probe); err != nil && !errors.As(err, &te) {
+				probe.ID, probe.V = 0, nil
+			}
 		}
-		return &Request{ID: id.ID}, &Error{Code: CodeInvalidRequest, Message: err.Error()}
+		if v, err := strconv.Atoi(string(probe.V)); err == nil && v != Version {
+			// A newer client's request may carry fields this version
+			// does not know: tell it the version is the problem.
+			return &Request{ID: probe.ID, V: v}, Errorf(CodeUnsupportedVersion, "protocol version %d is not supported; this daemon speaks version %d", v, Version)
+		}
+		return &Request{ID: probe.ID}, &Error{Code: CodeInvalidRequest, Message: err.Error()}
 	}
 	if req.V != Version {
 		return &req, Errorf(CodeUnsupportedVersion, "protocol version %d is not supported; this daemon speaks version %d", req.V, Version)
@@ -346,8 +358,21 @@ func DecodeReply(b []byte) (*Reply, error) {
 	return &rep, nil
 }
 
-// Encode marshals a message and checks its size.
+// MaxErrorMessage is the longest error message a reply carries; longer
+// ones are cut, so that an error reply always fits in a packet.
+const MaxErrorMessage = 1024
+
+// Encode marshals a message and checks its size. An error message longer
+// than MaxErrorMessage is cut first.
+
 func Encode(v any) ([]byte, error) {
+	if r, ok := v.(*Reply); ok && r.Error != nil && len(r.Error.Message) > MaxErrorMessage {
+		cut := *r.Error
+		cut.Message = strings.ToValidUTF8(cut.Message[:MaxErrorMessage], "") + "…"
+		rr := *r
+		rr.Error = &cut
+		v = &rr
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, err

@@ -234,7 +234,8 @@ func TestDecodeRequestRejects(t *testing.T) {
 		// Unknown fields: the ID is still recovered.
 		{"unknown top-level field", `{"v":1,"id":9,"op":"connect","connect":{"network":"tcp","address":"a:1"},"fds":1}`, wire.CodeInvalidRequest, 9},
 		{"unknown connect field", `{"v":1,"id":9,"op":"connect","connect":{"network":"tcp","address":"a:1","port":1}}`, wire.CodeInvalidRequest, 9},
-		{"unknown field with wrong version", `{"v":2,"id":9,"op":"connect","connect":{"network":"tcp","address":"a:1"},"x":1}`, wire.CodeInvalidRequest, 9},
+		// A newer client's unknown fields: the version is the problem.
+		{"unknown field with wrong version", `{"v":2,"id":9,"op":"connect","connect":{"network":"tcp","address":"a:1"},"x":1}`, wire.CodeUnsupportedVersion, 9},
 
 		// Wrong types: the ID is recovered unless it is the ID that is wrong.
 		{"version as string", `{"v":"1","id":9,"op":"connect","connect":{"network":"tcp","address":"a:1"}}`, wire.CodeInvalidRequest, 9},
@@ -370,9 +371,16 @@ func TestDecodeReplyTooLarge(t *testing.T) {
 }
 
 func TestEncodeTooLarge(t *testing.T) {
-	rep := &wire.Reply{V: 1, Error: &wire.Error{Code: wire.CodeInternal, Message: strings.Repeat("x", wire.MaxMessageSize)}}
-	if b, err := wire.Encode(rep); !errors.Is(err, wire.ErrTooLarge) || b != nil {
-		t.Errorf("Encode(huge reply) = %d bytes, %v; want nil, %v", len(b), err, wire.ErrTooLarge)
+	// An error reply always fits: its message is cut, the original kept.
+	rep := &wire.Reply{V: 1, ID: 4, Error: &wire.Error{Code: wire.CodeInternal, Message: strings.Repeat("x", wire.MaxMessageSize)}}
+	b, err := wire.Encode(rep)
+	if err != nil || len(b) > wire.MaxErrorMessage+200 {
+		t.Errorf("Encode(reply with a huge error) = %d bytes, %v; want a cut message", len(b), err)
+	} else if got, err := wire.DecodeReply(b); err != nil || got.ID != 4 || got.Error.Code != wire.CodeInternal {
+		t.Errorf("cut reply decodes to %+v, %v", got, err)
+	}
+	if len(rep.Error.Message) != wire.MaxMessageSize {
+		t.Errorf("Encode changed the caller's reply")
 	}
 	// Escaping counts: 11k '<' take 66k once encoded as \u003c.
 	req := wantRequest(1, "tcp", strings.Repeat("<", 11<<10), 0)
