@@ -12,12 +12,19 @@ import (
 	"sockfactory"
 )
 
+// helperModes holds further helper modes, registered by other test files
+// in init functions.
+var helperModes = map[string]func(arg string) int{}
+
 // helperMain runs when the test binary is re-executed as a client inside
 // another namespace or as another user. mode "dial" checks that arg
 // ("network address") is unreachable directly, then reaches it through the
 // daemon with the Go Dialer and echoes a line. It prints one line and
 // returns the exit code.
 func helperMain(mode, arg string) int {
+	if f := helperModes[mode]; f != nil {
+		return f(arg)
+	}
 	network, address, _ := strings.Cut(arg, " ")
 	switch mode {
 	case "dial":
