@@ -218,8 +218,8 @@ func (e *Error) Error() string {
 }
 
 // Default is the configuration used when none is given: the default socket,
-// and one rule letting root and the daemon's own user connect to loopback
-// destinations only. Everyone else is denied.
+// and one rule letting root and the daemon's own user connect to and bind
+// loopback addresses only. Everyone else is denied.
 func Default() *Config {
 	uids := []uint32{0}
 	if u := uint32(os.Getuid()); u != 0 {
@@ -233,6 +233,14 @@ func Default() *Config {
 		}
 		dests = append(dests, d)
 	}
+	var binds []policy.BindGrant
+	for _, s := range []string{"*:127.0.0.0/8:*", "*:[::1]:*"} {
+		g, err := policy.ParseBindGrant(s)
+		if err != nil {
+			panic(err) // a constant; covered by tests
+		}
+		binds = append(binds, g)
+	}
 	return &Config{
 		Socket:         paths.DaemonSocket(),
 		SocketMode:     DefaultSocketMode,
@@ -242,7 +250,7 @@ func Default() *Config {
 		MinAttempt:     DefaultMinAttempt,
 		MaxInFlight:    DefaultMaxInFlight,
 		TokenTTL:       DefaultTokenTTL,
-		Policy:         &policy.Policy{Rules: []policy.Rule{{Name: "builtin-loopback", UIDs: uids, Connect: dests}}},
+		Policy:         &policy.Policy{Rules: []policy.Rule{{Name: "builtin-loopback", UIDs: uids, Connect: dests, Bind: binds}}},
 		Source:         "built-in default",
 	}
 }
