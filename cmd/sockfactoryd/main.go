@@ -169,11 +169,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(stderr, cfg)
-	d, err := start(log, cfg)
+	lns, err := inherited(cfg)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	wasInherited := lns != nil
+	if lns == nil {
+		if lns, err = openListeners(cfg); err != nil {
+			log.Error("cannot start", "err", err)
+			return 1
+		}
+	}
+	if cfg.User != "" && os.Geteuid() == 0 && !wasInherited {
+		return dropPrivileges(log, cfg, lns)
+	}
+	raiseNoFile(log)
+	reportCaps(log, cfg)
+	d := start(log, cfg, lns)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -205,11 +218,11 @@ type daemon struct {
 	failed chan error
 }
 
-// start opens every listener (all or none) and serves them.
-func start(log *slog.Logger, cfg *config.Config) (*daemon, error) {
-	conn := &connector.Connector{Resolver: connector.NewResolver(cfg.ResolverServers), MinAttempt: cfg.MinAttempt}
+// openListeners opens the native listener and every Clearwater one, all or
+// none.
+func openListeners(cfg *config.Config) ([]*net.UnixListener, error) {
 	var opened []*net.UnixListener
-	fail := func(err error) (*daemon, error) {
+	fail := func(err error) ([]*net.UnixListener, error) {
 		for _, l := range opened {
 			l.Close()
 		}
@@ -220,17 +233,22 @@ func start(log *slog.Logger, cfg *config.Config) (*daemon, error) {
 		return fail(err)
 	}
 	opened = append(opened, ln)
-	var cwLns []*net.UnixListener
 	for _, c := range cfg.Clearwater {
 		l, err := server.Listen("unix", c.Socket, c.SocketMode, c.SocketGID)
 		if err != nil {
 			return fail(fmt.Errorf("clearwater listener: %w", err))
 		}
 		opened = append(opened, l)
-		cwLns = append(cwLns, l)
 	}
+	return opened, nil
+}
 
-	d := &daemon{log: log, cfg: cfg, failed: make(chan error, 1+len(cwLns))}
+// start serves the listeners: lns[0] the native one, then the Clearwater
+// ones in configuration order.
+func start(log *slog.Logger, cfg *config.Config, lns []*net.UnixListener) *daemon {
+	conn := &connector.Connector{Resolver: connector.NewResolver(cfg.ResolverServers), MinAttempt: cfg.MinAttempt}
+	ln, cwLns := lns[0], lns[1:]
+	d := &daemon{log: log, cfg: cfg, failed: make(chan error, len(lns))}
 	d.srv = server.New(server.Options{
 		Logger:         log,
 		Policy:         cfg.Policy,
@@ -258,7 +276,7 @@ func start(log *slog.Logger, cfg *config.Config) (*daemon, error) {
 		d.serve(func() error { return l.Serve(lnI) }, clearwater.ErrClosed)
 		log.Info("listening (clearwater)", "socket", c.Socket, "mode", fmt.Sprintf("%04o", c.SocketMode), "allowed_hosts", len(c.AllowedHosts), "allowed_hosts_dirs", c.AllowedHostsDirs, "ipv6", c.IPv6)
 	}
-	return d, nil
+	return d
 }
 
 // serve runs one accept loop; an unexpected end is reported on d.failed.

@@ -64,6 +64,11 @@ type Config struct {
 	MaxInFlight int
 	// TokenTTL is how long a token-only bind may be picked up.
 	TokenTTL time.Duration
+	// User, when set and the daemon starts as root, is the account the
+	// daemon drops to after opening its listeners, keeping only the
+	// capabilities its rules need. UID and GID are its IDs.
+	User     string
+	UID, GID int
 	// Policy holds the rules.
 	Policy *policy.Policy
 	// Clearwater lists the Clearwater-compatible listeners.
@@ -147,6 +152,7 @@ type file struct {
 		LogFormat   string `toml:"log_format"`
 		LogLevel    string `toml:"log_level"`
 		MaxInFlight *int   `toml:"max_in_flight"`
+		User        string `toml:"user"`
 	} `toml:"daemon"`
 	Connect struct {
 		// Durations are parsed after decoding, so that every error,
@@ -296,6 +302,13 @@ func Parse(name string, data []byte) (*Config, error) {
 			return nil, p.errAt("socket_mode", "socket_mode %q must be octal permission bits such as \"0660\"", s)
 		}
 		c.SocketMode = os.FileMode(m)
+	}
+	if u := f.Daemon.User; u != "" {
+		uid, gid, err := lookupAccount(u)
+		if err != nil {
+			return nil, p.errAt("user", "user: %v", err)
+		}
+		c.User, c.UID, c.GID = u, uid, gid
 	}
 	if g := f.Daemon.SocketGroup; g != "" {
 		gid, err := lookupGroup(g)
@@ -540,6 +553,25 @@ func lookupUser(name string) (uint32, error) {
 	}
 	n, err := strconv.ParseUint(u.Uid, 10, 32)
 	return uint32(n), err
+}
+
+// lookupAccount returns a user's uid and primary gid.
+func lookupAccount(name string) (int, int, error) {
+	if strings.IndexByte(name, 0) >= 0 {
+		return 0, 0, fmt.Errorf("%q: no such user", name)
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		if u, err = user.LookupId(name); err != nil {
+			return 0, 0, fmt.Errorf("%q: no such user", name)
+		}
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return 0, 0, err
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	return uid, gid, err
 }
 
 func lookupGroup(name string) (uint32, error) {

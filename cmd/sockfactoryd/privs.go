@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"sockfactory/internal/config"
+)
+
+// Capabilities the daemon may need.
+const (
+	capNetBindService = 10
+	capNetAdmin       = 12
+	capNetRaw         = 13
+)
+
+var capNames = map[uintptr]string{capNetBindService: "CAP_NET_BIND_SERVICE", capNetAdmin: "CAP_NET_ADMIN", capNetRaw: "CAP_NET_RAW"}
+
+// neededCaps returns the capabilities the configured rules need, each with
+// the rules that need it: binding below the first unprivileged port, the
+// transparent option (IP_TRANSPARENT) and bind_to_device (SO_BINDTODEVICE).
+func neededCaps(c *config.Config) map[uintptr][]string {
+	need := map[uintptr][]string{}
+	low := unprivilegedPortStart()
+	for _, r := range c.Policy.Rules {
+		for _, g := range r.Bind {
+			if int(g.Ports.Lo) < low && g.Ports.Hi != 0 {
+				need[capNetBindService] = append(need[capNetBindService], fmt.Sprintf("rule %q grants %s (ports below %d)", r.Name, g, low))
+				break
+			}
+		}
+		for _, o := range r.BindOptions {
+			switch o {
+			case "transparent":
+				need[capNetAdmin] = append(need[capNetAdmin], fmt.Sprintf("rule %q allows the transparent option", r.Name))
+			case "bind_to_device":
+				need[capNetRaw] = append(need[capNetRaw], fmt.Sprintf("rule %q allows the bind_to_device option", r.Name))
+			}
+		}
+	}
+	return need
+}
+
+// unprivilegedPortStart is net.ipv4.ip_unprivileged_port_start (1024 when
+// it cannot be read).
+func unprivilegedPortStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			return n
+		}
+	}
+	return 1024
+}
+
+// effectiveCaps reads the process's effective capability set.
+func effectiveCaps() (uint64, error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "CapEff:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	return 0, errors.New("no CapEff line in /proc/self/status")
+}
+
+// reportCaps logs, at start, which configured rules the daemon cannot
+// honour with the capabilities it has, and how to give them.
+func reportCaps(log *slog.Logger, c *config.Config) {
+	have, err := effectiveCaps()
+	if err != nil {
+		log.Warn("cannot read capabilities", "err", err)
+		return
+	}
+	var names []string
+	for cp, why := range neededCaps(c) {
+		if have&(1<<cp) != 0 {
+			names = append(names, capNames[cp])
+			continue
+		}
+		for _, w := range why {
+			log.Warn("cannot honour rule without "+capNames[cp]+"; requests it grants will fail",
+				"reason", w, "fix", "run as root, or setcap/AmbientCapabilities= with "+capNames[cp]+" (docs/security.md)")
+		}
+	}
+	sort.Strings(names)
+	log.Info("privileges", "uid", os.Geteuid(), "gid", os.Getegid(), "needed_capabilities_held", names)
+}
+
+// inheritEnv tells a re-executed daemon how many listeners it inherits
+// (fds 3, 4, ...: the native one, then each Clearwater one in order).
+const inheritEnv = "SOCKFACTORY_INHERITED_LISTENERS"
+
+// inherited returns the listeners a privileged parent passed down, or nil.
+func inherited(c *config.Config) ([]*net.UnixListener, error) {
+	v := os.Getenv(inheritEnv)
+	if v == "" {
+		return nil, nil
+	}
+	os.Unsetenv(inheritEnv)
+	n, err := strconv.Atoi(v)
+	if err != nil || n != 1+len(c.Clearwater) {
+		return nil, fmt.Errorf("%s=%q does not match the configuration's %d listeners", inheritEnv, v, 1+len(c.Clearwater))
+	}
+	var out []*net.UnixListener
+	for i := range n {
+		f := os.NewFile(uintptr(3+i), "inherited-listener")
+		l, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("inherited listener %d: %w", i, err)
+		}
+		ul, ok := l.(*net.UnixListener)
+		if !ok {
+			l.Close()
+			return nil, fmt.Errorf("inherited listener %d is not a UNIX socket", i)
+		}
+		ul.SetUnlinkOnClose(false) // the parent removes the files
+		out = append(out, ul)
+	}
+	return out, nil
+}
+
+// dropPrivileges runs the daemon again as c.User with only the needed
+// capabilities (ambient), handing it the listeners this root process has
+// opened. This process stays only to pass signals on, and to remove the
+// socket files when the daemon exits. It returns the exit code.
+func dropPrivileges(log *slog.Logger, c *config.Config, lns []*net.UnixListener) int {
+	var files []*os.File
+	for _, l := range lns {
+		f, err := l.File()
+		if err != nil {
+			log.Error("cannot pass listener", "err", err)
+			return 1
+		}
+		files = append(files, f)
+	}
+	var caps []uintptr
+	var names []string
+	for cp := range neededCaps(c) {
+		caps = append(caps, cp)
+		names = append(names, capNames[cp])
+	}
+	sort.Strings(names)
+	self, err := os.Executable()
+	if err != nil {
+		log.Error("cannot find own executable", "err", err)
+		return 1
+	}
+	cmd := exec.Command(self, os.Args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
+	cmd.ExtraFiles = files
+	cmd.Env = append(os.Environ(), inheritEnv+"="+strconv.Itoa(len(files)))
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential:  &syscall.Credential{Uid: uint32(c.UID), Gid: uint32(c.GID), Groups: []uint32{}},
+		AmbientCaps: caps,
+		Pdeathsig:   syscall.SIGTERM,
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		log.Error("cannot start the unprivileged daemon", "user", c.User, "err", err)
+		return 1
+	}
+	for _, f := range files {
+		f.Close()
+	}
+	for _, l := range lns {
+		l.SetUnlinkOnClose(false)
+		l.Close()
+	}
+	log.Info("dropped privileges", "user", c.User, "uid", c.UID, "gid", c.GID, "capabilities", names, "pid", cmd.Process.Pid)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case s := <-sigs:
+			cmd.Process.Signal(s)
+		case err := <-done:
+			os.Remove(c.Socket)
+			for _, cw := range c.Clearwater {
+				os.Remove(cw.Socket)
+			}
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return ee.ExitCode()
+			}
+			if err != nil {
+				log.Error("unprivileged daemon", "err", err)
+				return 1
+			}
+			return 0
+		}
+	}
+}
+
+// raiseNoFile lifts the soft RLIMIT_NOFILE to the hard limit: every held
+// socket and client connection is a descriptor.
+func raiseNoFile(log *slog.Logger) {
+	var r unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil {
+		log.Warn("cannot read RLIMIT_NOFILE", "err", err)
+		return
+	}
+	if r.Cur < r.Max {
+		old := r.Cur
+		r.Cur = r.Max
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &r); err != nil {
+			log.Warn("cannot raise RLIMIT_NOFILE", "err", err)
+			return
+		}
+		log.Debug("raised RLIMIT_NOFILE", "from", old, "to", r.Cur)
+	}
+}
