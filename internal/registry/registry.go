@@ -192,6 +192,17 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 		return nil, ErrClosed
 	}
 	s := g.sockets[r.Key]
+	if s != nil {
+		// A token past its expiry whose timer has not run yet holds
+		// nothing: drop it now, so that it cannot block sharing.
+		now := time.Now()
+		for _, ref := range s.refs {
+			if ref.holder == nil && now.After(ref.expires) {
+				g.drop(ref)
+			}
+		}
+		s = g.sockets[r.Key] // dropping the last reference may have closed it
+	}
 	shared := s != nil && r.Key.Addr.Port() != 0
 	if shared {
 		for _, ref := range s.refs {
