@@ -18,6 +18,7 @@ import (
 	"sockfactory/internal/clearwater"
 	"sockfactory/internal/config"
 	"sockfactory/internal/connector"
+	"sockfactory/internal/registry"
 	"sockfactory/internal/server"
 	"sockfactory/internal/version"
 )
@@ -256,6 +257,13 @@ func start(log *slog.Logger, cfg *config.Config, lns []*net.UnixListener) *daemo
 		ConnectTimeout: cfg.ConnectTimeout,
 		MaxInFlight:    cfg.MaxInFlight,
 		TokenTTL:       cfg.TokenTTL,
+		MaxConns:       cfg.Limits.Connections,
+		MaxConnsPerUID: cfg.Limits.ConnectionsPerUID,
+		IdleTimeout:    cfg.Limits.IdleTimeout,
+		Limits: registry.Limits{
+			Refs: cfg.Limits.Sockets, RefsPerUID: cfg.Limits.SocketsPerUID,
+			Pending: cfg.Limits.Tokens, PendingPerUID: cfg.Limits.TokensPerUID,
+		},
 	})
 	d.serve(func() error { return d.srv.Serve(ln) }, server.ErrServerClosed)
 	log.Info("listening", "socket", cfg.Socket, "mode", fmt.Sprintf("%04o", cfg.SocketMode), "config", cfg.Source, "rules", len(cfg.Policy.Rules), "version", version.Version, "pid", os.Getpid())

@@ -27,6 +27,27 @@ import (
 	"sockfactory/internal/policy"
 )
 
+// Limits bound what callers can make the daemon hold. Zero means no
+// limit.
+type Limits struct {
+	// Connections and ConnectionsPerUID bound native client connections.
+	Connections, ConnectionsPerUID int
+	// Sockets and SocketsPerUID bound held bound-socket references.
+	Sockets, SocketsPerUID int
+	// Tokens and TokensPerUID bound pending tokens.
+	Tokens, TokensPerUID int
+	// IdleTimeout closes connections that hold nothing and ask nothing.
+	IdleTimeout time.Duration
+}
+
+// DefaultLimits are the limits when the configuration sets none.
+var DefaultLimits = Limits{
+	Connections: 4096, ConnectionsPerUID: 256,
+	Sockets: 65536, SocketsPerUID: 4096,
+	Tokens: 4096, TokensPerUID: 256,
+	IdleTimeout: 10 * time.Minute,
+}
+
 // AllBindOptions are the socket option names bind_options may list.
 var AllBindOptions = []string{"reuseaddr", "reuseport", "v6only", "freebind", "transparent", "rcvbuf", "sndbuf", "bind_to_device", "pmtud_off", "fastopen", "defer_accept", "backlog", "listen"}
 
@@ -64,6 +85,8 @@ type Config struct {
 	MaxInFlight int
 	// TokenTTL is how long a token-only bind may be picked up.
 	TokenTTL time.Duration
+	// Limits bound what callers can make the daemon hold.
+	Limits Limits
 	// User, when set and the daemon starts as root, is the account the
 	// daemon drops to after opening its listeners, keeping only the
 	// capabilities its rules need. UID and GID are its IDs.
@@ -166,6 +189,15 @@ type file struct {
 	Bind struct {
 		TokenTTL *string `toml:"token_ttl"`
 	} `toml:"bind"`
+	Limits struct {
+		Connections       *int    `toml:"connections"`
+		ConnectionsPerUID *int    `toml:"connections_per_uid"`
+		Sockets           *int    `toml:"sockets"`
+		SocketsPerUID     *int    `toml:"sockets_per_uid"`
+		Tokens            *int    `toml:"tokens"`
+		TokensPerUID      *int    `toml:"tokens_per_uid"`
+		IdleTimeout       *string `toml:"idle_timeout"`
+	} `toml:"limits"`
 	Rules      []ruleFile       `toml:"rule"`
 	Clearwater []clearwaterFile `toml:"clearwater"`
 }
@@ -256,6 +288,7 @@ func Default() *Config {
 		MinAttempt:     DefaultMinAttempt,
 		MaxInFlight:    DefaultMaxInFlight,
 		TokenTTL:       DefaultTokenTTL,
+		Limits:         DefaultLimits,
 		Policy:         &policy.Policy{Rules: []policy.Rule{{Name: "builtin-loopback", UIDs: uids, Connect: dests, Bind: binds}}},
 		Source:         "built-in default",
 	}
@@ -288,6 +321,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		MinAttempt:      DefaultMinAttempt,
 		MaxInFlight:     DefaultMaxInFlight,
 		TokenTTL:        DefaultTokenTTL,
+		Limits:          DefaultLimits,
 		ResolverServers: f.Resolver.Servers,
 		Source:          name,
 	}
@@ -348,6 +382,36 @@ func Parse(name string, data []byte) (*Config, error) {
 			return nil, p.errAt("min_attempt", "min_attempt: %v", err)
 		}
 		c.MinAttempt = d
+	}
+	for key, v := range map[string]struct {
+		src *int
+		dst *int
+	}{
+		"connections":         {f.Limits.Connections, &c.Limits.Connections},
+		"connections_per_uid": {f.Limits.ConnectionsPerUID, &c.Limits.ConnectionsPerUID},
+		"sockets":             {f.Limits.Sockets, &c.Limits.Sockets},
+		"sockets_per_uid":     {f.Limits.SocketsPerUID, &c.Limits.SocketsPerUID},
+		"tokens":              {f.Limits.Tokens, &c.Limits.Tokens},
+		"tokens_per_uid":      {f.Limits.TokensPerUID, &c.Limits.TokensPerUID},
+	} {
+		if v.src == nil {
+			continue
+		}
+		if *v.src < 0 || *v.src > 1<<24 {
+			return nil, p.errAt(key, "%s %d: want 0 (no limit) to %d", key, *v.src, 1<<24)
+		}
+		*v.dst = *v.src
+	}
+	if s := f.Limits.IdleTimeout; s != nil {
+		if *s == "0" || *s == "0s" {
+			c.Limits.IdleTimeout = 0
+		} else {
+			d, err := parseDuration(*s)
+			if err != nil {
+				return nil, p.errAt("idle_timeout", "idle_timeout: %v", err)
+			}
+			c.Limits.IdleTimeout = d
+		}
 	}
 	if s := f.Bind.TokenTTL; s != nil {
 		d, err := parseDuration(*s)

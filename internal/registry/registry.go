@@ -123,7 +123,61 @@ var (
 	ErrNoToken = errors.New("no such token")
 	// ErrClosed: the registry is closed.
 	ErrClosed = errors.New("registry closed")
+	// ErrLimit: a limit on references or pending tokens was reached.
+	ErrLimit = errors.New("limit reached")
 )
+
+// Limits bound the references the cache holds, in total and per uid, so
+// that one user cannot exhaust the daemon's descriptors. Zero means no
+// limit.
+type Limits struct {
+	// Refs and RefsPerUID bound held references.
+	Refs, RefsPerUID int
+	// Pending and PendingPerUID bound tokens not yet picked up.
+	Pending, PendingPerUID int
+}
+
+// counts tracks references by state and uid.
+type counts struct {
+	held, pending           int
+	heldByUID, pendingByUID map[uint32]int
+}
+
+func (c *counts) add(uid uint32, pending bool, n int) {
+	if pending {
+		c.pending += n
+		c.pendingByUID[uid] += n
+		if c.pendingByUID[uid] == 0 {
+			delete(c.pendingByUID, uid)
+		}
+		return
+	}
+	c.held += n
+	c.heldByUID[uid] += n
+	if c.heldByUID[uid] == 0 {
+		delete(c.heldByUID, uid)
+	}
+}
+
+// check reports ErrLimit when one more reference of the kind would pass l.
+func (c *counts) check(l Limits, uid uint32, pending bool) error {
+	if pending {
+		if l.Pending > 0 && c.pending >= l.Pending {
+			return fmt.Errorf("%w: %d pending tokens in all", ErrLimit, c.pending)
+		}
+		if l.PendingPerUID > 0 && c.pendingByUID[uid] >= l.PendingPerUID {
+			return fmt.Errorf("%w: uid %d has %d pending tokens", ErrLimit, uid, c.pendingByUID[uid])
+		}
+		return nil
+	}
+	if l.Refs > 0 && c.held >= l.Refs {
+		return fmt.Errorf("%w: %d socket references held in all", ErrLimit, c.held)
+	}
+	if l.RefsPerUID > 0 && c.heldByUID[uid] >= l.RefsPerUID {
+		return fmt.Errorf("%w: uid %d holds %d socket references", ErrLimit, uid, c.heldByUID[uid])
+	}
+	return nil
+}
 
 // Registry is the socket cache. Create it with New.
 type Registry struct {
@@ -132,6 +186,8 @@ type Registry struct {
 
 	mu      sync.Mutex
 	closed  bool
+	limits  Limits
+	n       counts
 	sockets map[Key]*socket
 	tokens  map[string]*Ref
 	held    map[*Holder]map[string]*Ref
@@ -144,7 +200,15 @@ func New(ttl time.Duration) *Registry {
 		sockets: make(map[Key]*socket),
 		tokens:  make(map[string]*Ref),
 		held:    make(map[*Holder]map[string]*Ref),
+		n:       counts{heldByUID: map[uint32]int{}, pendingByUID: map[uint32]int{}},
 	}
+}
+
+// SetLimits sets the limits for references taken from now on.
+func (g *Registry) SetLimits(l Limits) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.limits = l
 }
 
 // Request is an acquisition.
@@ -203,6 +267,9 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 		}
 		s = g.sockets[r.Key] // dropping the last reference may have closed it
 	}
+	if err := g.n.check(g.limits, r.uid(), r.Pending); err != nil {
+		return nil, err
+	}
 	shared := s != nil && r.Key.Addr.Port() != 0
 	if shared {
 		for _, ref := range s.refs {
@@ -250,6 +317,7 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 	g.tokens[ref.token] = ref
 	grant := &Grant{Token: ref.token, Key: s.key, File: dup, Shared: shared}
 	if r.Pending {
+		g.n.add(r.uid(), true, 1)
 		ref.expires = time.Now().Add(g.ttl)
 		grant.Expires = ref.expires
 		tok := ref.token
@@ -258,6 +326,13 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 		g.hold(ref, r.Holder)
 	}
 	return grant, nil
+}
+
+func (r *Request) uid() uint32 {
+	if r.Holder == nil {
+		return 0
+	}
+	return r.Holder.UID
 }
 
 func nameSuffix(s Share, name string) string {
@@ -290,6 +365,7 @@ func (g *Registry) dupFile(s *socket, pending bool) (*os.File, error) {
 }
 
 func (g *Registry) hold(ref *Ref, h *Holder) {
+	g.n.add(h.UID, false, 1)
 	ref.holder = h
 	ref.owner = h
 	m := g.held[h]
@@ -310,6 +386,9 @@ func (g *Registry) Pickup(token string, h *Holder, allowed func(Key) bool) (*Gra
 	if ref == nil || ref.holder != nil || time.Now().After(ref.expires) {
 		return nil, ErrNoToken
 	}
+	if err := g.n.check(g.limits, h.UID, false); err != nil {
+		return nil, err
+	}
 	if !allowed(ref.sock.key) {
 		return nil, fmt.Errorf("%w: policy does not let this caller obtain %s", ErrNoToken, ref.sock.key)
 	}
@@ -319,6 +398,11 @@ func (g *Registry) Pickup(token string, h *Holder, allowed func(Key) bool) (*Gra
 	}
 	ref.timer.Stop()
 	ref.expires = time.Time{}
+	uid := uint32(0)
+	if ref.owner != nil {
+		uid = ref.owner.UID
+	}
+	g.n.add(uid, true, -1)
 	g.hold(ref, h)
 	return &Grant{Token: token, Key: ref.sock.key, File: dup, Shared: len(ref.sock.refs) > 1}, nil
 }
@@ -369,6 +453,13 @@ func (g *Registry) drop(ref *Ref) {
 	delete(g.tokens, ref.token)
 	if ref.timer != nil {
 		ref.timer.Stop()
+	}
+	if ref.holder != nil {
+		g.n.add(ref.holder.UID, false, -1)
+	} else if ref.owner != nil {
+		g.n.add(ref.owner.UID, true, -1)
+	} else {
+		g.n.add(0, true, -1)
 	}
 	if ref.holder != nil {
 		if m := g.held[ref.holder]; m != nil {
@@ -424,6 +515,14 @@ func (g *Registry) Close() {
 	}
 	g.tokens = map[string]*Ref{}
 	g.held = map[*Holder]map[string]*Ref{}
+	g.n = counts{heldByUID: map[uint32]int{}, pendingByUID: map[uint32]int{}}
+}
+
+// Holds reports how many references h holds.
+func (g *Registry) Holds(h *Holder) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.held[h])
 }
 
 // SetApp sets h's application name, shown in status.

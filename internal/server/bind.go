@@ -233,6 +233,8 @@ func registryError(err error) error {
 		return wire.Errorf(wire.CodeShareConflict, "%v", err)
 	case errors.Is(err, registry.ErrNoToken):
 		return wire.Errorf(wire.CodeNotFound, "%v (tokens are single-use, expire, and may be released only by their holder)", err)
+	case errors.Is(err, registry.ErrLimit):
+		return wire.Errorf(wire.CodeLimitExceeded, "%v; release sockets or ask the administrator to raise [limits]", err)
 	case errors.Is(err, registry.ErrClosed):
 		return wire.Errorf(wire.CodeInternal, "the daemon is shutting down")
 	}

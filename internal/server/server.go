@@ -21,6 +21,7 @@ import (
 	"sockfactory/internal/connector"
 	"sockfactory/internal/policy"
 	"sockfactory/internal/registry"
+	"sockfactory/internal/wire"
 )
 
 // Options configure a Server. Zero values mean the documented defaults.
@@ -36,6 +37,16 @@ type Options struct {
 	// MaxInFlight is the most requests one connection may have in flight;
 	// zero means 64.
 	MaxInFlight int
+	// MaxConns bounds client connections in all, MaxConnsPerUID those of
+	// one uid; zero means no limit. A connection over a limit gets one
+	// limit_exceeded reply and is closed.
+	MaxConns, MaxConnsPerUID int
+	// IdleTimeout closes a connection that has had no request in flight
+	// and held no socket for this long; zero means never. Connections
+	// holding sockets are kept: their closing is the crash signal.
+	IdleTimeout time.Duration
+	// Limits bound the bound-socket cache's references.
+	Limits registry.Limits
 	// TokenTTL is how long a token-only bind may be picked up; zero
 	// means 30 s.
 	TokenTTL time.Duration
@@ -53,6 +64,10 @@ type Server struct {
 	maxInFlight  int
 	writeTimeout time.Duration
 	registry     *registry.Registry
+	maxConns     int
+	maxPerUID    int
+	idle         time.Duration
+	perUID       map[uint32]int // sessions admitted, by uid
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -72,6 +87,10 @@ func New(o Options) *Server {
 		timeout:      o.ConnectTimeout,
 		maxInFlight:  o.MaxInFlight,
 		writeTimeout: o.WriteTimeout,
+		maxConns:     o.MaxConns,
+		maxPerUID:    o.MaxConnsPerUID,
+		idle:         o.IdleTimeout,
+		perUID:       make(map[uint32]int),
 		listeners:    make(map[*net.UnixListener]struct{}),
 		sessions:     make(map[*session]struct{}),
 	}
@@ -95,6 +114,7 @@ func New(o Options) *Server {
 		ttl = 30 * time.Second
 	}
 	s.registry = registry.New(ttl)
+	s.registry.SetLimits(o.Limits)
 	p := o.Policy
 	if p == nil {
 		p = &policy.Policy{}
@@ -214,6 +234,31 @@ func (s *Server) startSession(c *net.UnixConn) {
 		delete(s.sessions, ss)
 		s.mu.Unlock()
 	}()
+}
+
+// admit counts a session against the connection limits once its caller is
+// known.
+func (s *Server) admit(ss *session) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	uid := ss.caller.UID
+	if s.maxConns > 0 && len(s.sessions) > s.maxConns {
+		return wire.Errorf(wire.CodeLimitExceeded, "the daemon serves at most %d connections; try again later", s.maxConns)
+	}
+	if s.maxPerUID > 0 && s.perUID[uid] >= s.maxPerUID {
+		return wire.Errorf(wire.CodeLimitExceeded, "uid %d already has %d connections, the most allowed; close some", uid, s.perUID[uid])
+	}
+	s.perUID[uid]++
+	return nil
+}
+
+func (s *Server) leave(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	uid := ss.caller.UID
+	if s.perUID[uid]--; s.perUID[uid] <= 0 {
+		delete(s.perUID, uid)
+	}
 }
 
 // Registry returns the bound-socket cache, for status and tests.

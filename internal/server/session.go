@@ -78,11 +78,30 @@ func (ss *session) run() {
 	ss.caller = caller
 	ss.holder = &registry.Holder{UID: caller.UID, PID: caller.PID}
 	ss.log = ss.s.log.With("uid", caller.UID, "gid", caller.GID, "pid", caller.PID)
+	if err := ss.s.admit(ss); err != nil {
+		ss.log.Warn("connection refused", "code", wire.CodeLimitExceeded, "err", toWire(err).Message)
+		ss.reply(&wire.Reply{V: wire.Version, Error: toWire(err)}, nil)
+		return
+	}
+	defer ss.s.leave(ss)
 	ss.log.Debug("client connected")
 	defer ss.log.Debug("client disconnected")
 
 	for {
+		if ss.s.idle > 0 {
+			ss.c.SetReadDeadline(time.Now().Add(ss.s.idle))
+			if ss.ctx.Err() != nil { // stop() may have run before the line above
+				return
+			}
+		}
 		bp, n, err := ss.readPacket()
+		if errors.Is(err, os.ErrDeadlineExceeded) && ss.ctx.Err() == nil {
+			if len(ss.slots) == 0 && ss.s.registry.Holds(ss.holder) == 0 {
+				ss.log.Info("closing idle connection", "idle", ss.s.idle)
+				return
+			}
+			continue // busy or holding sockets: keep it
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && ss.ctx.Err() == nil {
 				ss.log.Debug("read failed; closing connection", "err", err)
