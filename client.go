@@ -88,7 +88,7 @@ func (c *Client) roundTrip(ctx context.Context, req *wire.Request) (*wire.Reply,
 		}
 		select {
 		case r := <-ch:
-			if r.err == nil && r.rep.Error != nil && r.rep.Error.Code == wire.CodeLimitExceeded {
+			if r.err == nil && r.rep.Error != nil && r.rep.Error.Code == wire.CodeLimitExceeded && r.rep.Error.Unseen {
 				// Refused unseen: the connection had as many requests
 				// in flight as the daemon allows. Resend once it has
 				// answered another, or after a pause: it frees a slot

@@ -117,7 +117,9 @@ func (ss *session) run() {
 		select {
 		case ss.slots <- struct{}{}:
 		default:
-			ss.fail(req, wire.Errorf(wire.CodeLimitExceeded, "more than %d requests in flight on this connection; wait for replies", cap(ss.slots)))
+			e := wire.Errorf(wire.CodeLimitExceeded, "more than %d requests in flight on this connection; wait for replies", cap(ss.slots))
+			e.Unseen = true
+			ss.fail(req, e)
 			continue
 		}
 		ss.wg.Add(1)

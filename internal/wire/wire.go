@@ -270,6 +270,10 @@ type Error struct {
 	Message string `json:"message"`
 	// Errno is the Linux errno behind the failure, or 0.
 	Errno int `json:"errno,omitempty"`
+	// Unseen is true when the daemon refused the request before looking
+	// at it (too many requests in flight on the connection): sending it
+	// again once a reply has arrived is safe.
+	Unseen bool `json:"unseen,omitempty"`
 }
 
 func (e *Error) Error() string {
