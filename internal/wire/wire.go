@@ -412,5 +412,8 @@ func decodeStrict(b []byte, v any) error {
 	if len(bytes.TrimLeft(b[dec.InputOffset():], jsonSpace)) != 0 {
 		return errors.New("malformed message: data after the JSON object")
 	}
+	if err := checkKeys(b); err != nil {
+		return fmt.Errorf("malformed message: %w", err)
+	}
 	return nil
 }
