@@ -40,19 +40,67 @@ type HolderStatus struct {
 	Token string
 }
 
+// DaemonStats describes the daemon's own resources (admins only).
+type DaemonStats struct {
+	// PID is the daemon's process ID.
+	PID int
+	// Goroutines, FDs and HeapBytes are its goroutines, open descriptors
+	// and live heap.
+	Goroutines, FDs int
+	HeapBytes       uint64
+	// Sessions counts native client connections.
+	Sessions int
+	// Sockets and Refs count cached sockets and their references.
+	Sockets, Refs int
+}
+
 // Status lists the sockets the daemon holds that this caller has
 // references in; an admin caller sees all.
 func (c *Client) Status(ctx context.Context) ([]SocketStatus, error) {
-	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpStatus, Status: &wire.StatusRequest{}})
+	st, _, err := c.status(ctx)
+	return st, err
+}
+
+// Stats returns the daemon's own resource counts. Only admins get them;
+// others get ErrDenied.
+func (c *Client) Stats(ctx context.Context) (*DaemonStats, error) {
+	_, d, err := c.status(ctx)
+	if err == nil && d == nil {
+		err = &Error{Op: "status", Code: string(wire.CodeDenied), Message: "daemon statistics are for admins (a rule with admin = true)"}
+	}
+	return d, err
+}
+
+// Reload makes the daemon re-read its configuration, as SIGHUP does. Only
+// admins may; a broken configuration is refused (ErrInvalidRequest, with
+// the file's error) and the running one kept.
+func (c *Client) Reload(ctx context.Context) error {
+	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpReload})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	closeFiles(files)
 	if rep.Error != nil {
-		return nil, fromWire("status", rep.Error)
+		return fromWire("reload", rep.Error)
+	}
+	return nil
+}
+
+func (c *Client) status(ctx context.Context) ([]SocketStatus, *DaemonStats, error) {
+	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpStatus, Status: &wire.StatusRequest{}})
+	if err != nil {
+		return nil, nil, err
+	}
+	closeFiles(files)
+	if rep.Error != nil {
+		return nil, nil, fromWire("status", rep.Error)
 	}
 	if rep.Status == nil {
-		return nil, fmt.Errorf("%w: status reply without a status", ErrProtocol)
+		return nil, nil, fmt.Errorf("%w: status reply without a status", ErrProtocol)
+	}
+	var d *DaemonStats
+	if s := rep.Status.Daemon; s != nil {
+		d = &DaemonStats{PID: s.PID, Goroutines: s.Goroutines, FDs: s.FDs, HeapBytes: s.HeapBytes, Sessions: s.Sessions, Sockets: s.Sockets, Refs: s.Refs}
 	}
 	out := make([]SocketStatus, 0, len(rep.Status.Sockets))
 	for _, s := range rep.Status.Sockets {
@@ -62,7 +110,7 @@ func (c *Client) Status(ctx context.Context) ([]SocketStatus, error) {
 		}
 		out = append(out, st)
 	}
-	return out, nil
+	return out, d, nil
 }
 
 func ms(n int64) time.Duration { return time.Duration(n) * time.Millisecond }

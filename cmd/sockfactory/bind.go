@@ -213,14 +213,30 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sockfactory:", err)
 		return 1
 	}
+	stats, err := c.Stats(ctx)
+	if err != nil && !errors.Is(err, sockfactory.ErrDenied) {
+		fmt.Fprintln(stderr, "sockfactory:", err)
+		return 1
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
+		out := struct {
+			Sockets []sockfactory.SocketStatus `json:"sockets"`
+			Daemon  *sockfactory.DaemonStats   `json:"daemon,omitempty"`
+		}{st, stats}
+		if out.Sockets == nil {
+			out.Sockets = []sockfactory.SocketStatus{}
+		}
+		if err := enc.Encode(out); err != nil {
 			fmt.Fprintln(stderr, "sockfactory:", err)
 			return 1
 		}
 		return 0
+	}
+	if stats != nil {
+		fmt.Fprintf(stdout, "daemon pid %d: %d connections, %d sockets, %d references, %d fds, %d goroutines, %d KiB heap\n\n",
+			stats.PID, stats.Sessions, stats.Sockets, stats.Refs, stats.FDs, stats.Goroutines, stats.HeapBytes/1024)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NETWORK\tADDRESS\tREFS\tAGE\tLINGER\tSHARE\tNAME\tUID\tPID\tAPP\tSTATE\tTOKEN")
@@ -250,6 +266,35 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func cmdReload(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sockfactory reload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("socket", "", "daemon socket `path`")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: sockfactory reload [--socket PATH]\n\n"+
+			"Makes the daemon re-read its configuration, as SIGHUP does (admins only). A broken file is\n"+
+			"refused with its error and the running configuration kept.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitParse(err)
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return 2
+	}
+	c := &sockfactory.Client{Socket: *socket}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Reload(ctx); err != nil {
+		fmt.Fprintln(stderr, "sockfactory:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "reloaded")
+	return 0
 }
 
 func cmdRelease(args []string, stdout, stderr io.Writer) int {

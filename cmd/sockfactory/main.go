@@ -31,6 +31,7 @@ Commands:
                       run CMD with sockets from the daemon (systemd LISTEN_FDS convention)
   status [--json]     list the sockets the daemon holds for you
   release TOKEN       drop a reference (admins)
+  reload              make the daemon re-read its configuration (admins)
   version             print the version
 
 Run 'sockfactory COMMAND -h' for a command's flags.
@@ -58,6 +59,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdStatus(args[1:], stdout, stderr)
 	case "release":
 		return cmdRelease(args[1:], stdout, stderr)
+	case "reload":
+		return cmdReload(args[1:], stdout, stderr)
 	case "version":
 		fs := flag.NewFlagSet("sockfactory version", flag.ContinueOnError)
 		fs.SetOutput(stderr)

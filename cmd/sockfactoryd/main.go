@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"sockfactory/internal/clearwater"
@@ -187,7 +188,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	raiseNoFile(log)
 	reportCaps(log, cfg)
-	d := start(log, cfg, lns)
+	d := start(log, cfg, f, lns)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -196,7 +197,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		select {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				d.reload(f)
+				d.reload()
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String())
@@ -216,7 +217,10 @@ type daemon struct {
 	cfg    *config.Config
 	srv    *server.Server
 	cw     []*clearwater.Listener
+	flags  *flags
 	failed chan error
+
+	reloadMu sync.Mutex
 }
 
 // openListeners opens the native listener and every Clearwater one, all or
@@ -246,10 +250,10 @@ func openListeners(cfg *config.Config) ([]*net.UnixListener, error) {
 
 // start serves the listeners: lns[0] the native one, then the Clearwater
 // ones in configuration order.
-func start(log *slog.Logger, cfg *config.Config, lns []*net.UnixListener) *daemon {
+func start(log *slog.Logger, cfg *config.Config, f *flags, lns []*net.UnixListener) *daemon {
 	conn := &connector.Connector{Resolver: connector.NewResolver(cfg.ResolverServers), MinAttempt: cfg.MinAttempt}
 	ln, cwLns := lns[0], lns[1:]
-	d := &daemon{log: log, cfg: cfg, failed: make(chan error, len(lns))}
+	d := &daemon{log: log, cfg: cfg, flags: f, failed: make(chan error, len(lns))}
 	d.srv = server.New(server.Options{
 		Logger:         log,
 		Policy:         cfg.Policy,
@@ -257,6 +261,7 @@ func start(log *slog.Logger, cfg *config.Config, lns []*net.UnixListener) *daemo
 		ConnectTimeout: cfg.ConnectTimeout,
 		MaxInFlight:    cfg.MaxInFlight,
 		TokenTTL:       cfg.TokenTTL,
+		Reload:         d.reload,
 		MaxConns:       cfg.Limits.Connections,
 		MaxConnsPerUID: cfg.Limits.ConnectionsPerUID,
 		IdleTimeout:    cfg.Limits.IdleTimeout,
@@ -307,14 +312,16 @@ func (d *daemon) close() {
 // replaced and every Clearwater listener re-reads its allow-list sources. A
 // broken file is logged and everything running kept. Changes to sockets,
 // listeners, timeouts and logging take effect only on restart.
-func (d *daemon) reload(f *flags) {
-	c, err := f.load()
+func (d *daemon) reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	c, err := d.flags.load()
 	if err != nil {
 		d.log.Error("reload failed; keeping the running configuration", "err", err)
 		for _, l := range d.cw {
 			l.Reload()
 		}
-		return
+		return err
 	}
 	d.srv.SetPolicy(c.Policy)
 	for i, l := range d.cw {
@@ -331,6 +338,7 @@ func (d *daemon) reload(f *flags) {
 		d.log.Warn("reload: socket or listener settings changed; they take effect on restart")
 	}
 	d.log.Info("reloaded", "config", c.Source, "rules", len(c.Policy.Rules))
+	return nil
 }
 
 func newLogger(w io.Writer, c *config.Config) *slog.Logger {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -201,8 +202,12 @@ func (ss *session) release(r *wire.TokenRequest) (registry.Key, error) {
 // status serves OpStatus.
 func (ss *session) status() *wire.StatusResult {
 	now := time.Now()
-	infos := ss.s.registry.Status(ss.holder, ss.s.policy.Load().Admin(&ss.caller))
+	admin := ss.s.policy.Load().Admin(&ss.caller)
+	infos := ss.s.registry.Status(ss.holder, admin)
 	res := &wire.StatusResult{Sockets: make([]wire.SocketStatus, 0, len(infos))}
+	if admin {
+		res.Daemon = ss.stats()
+	}
 	for _, in := range infos {
 		st := wire.SocketStatus{
 			Network:  in.Key.Proto,
@@ -224,6 +229,37 @@ func (ss *session) status() *wire.StatusResult {
 		res.Sockets = append(res.Sockets, st)
 	}
 	return res
+}
+
+// reload serves OpReload: admins only.
+func (ss *session) reload() error {
+	if !ss.s.policy.Load().Admin(&ss.caller) {
+		ss.log.Warn("deny", "op", wire.OpReload, "err", "not an admin")
+		return wire.Errorf(wire.CodeDenied, "uid %d is not an admin: reload needs a rule with admin = true (or send SIGHUP)", ss.caller.UID)
+	}
+	if ss.s.reload == nil {
+		return wire.Errorf(wire.CodeInvalidRequest, "this daemon cannot reload")
+	}
+	if err := ss.s.reload(); err != nil {
+		return wire.Errorf(wire.CodeInvalidRequest, "reload failed, the running configuration is kept: %v", err)
+	}
+	ss.log.Info("grant", "op", wire.OpReload)
+	return nil
+}
+
+// stats describes the daemon's own resources.
+func (ss *session) stats() *wire.DaemonStats {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fds := -1
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		fds = len(ents) - 1 // less the directory being read
+	}
+	socks, refs := ss.s.registry.Counts()
+	return &wire.DaemonStats{
+		PID: os.Getpid(), Goroutines: runtime.NumGoroutine(), FDs: fds, HeapBytes: ms.HeapAlloc,
+		Sessions: ss.s.Sessions(), Sockets: socks, Refs: refs,
+	}
 }
 
 // registryError maps cache and socket errors to wire errors.

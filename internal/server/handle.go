@@ -63,6 +63,13 @@ func (ss *session) handle(req *wire.Request) (*wire.Reply, *os.File) {
 	case wire.OpStatus:
 		rep.Status = ss.status()
 		return rep, nil
+	case wire.OpReload:
+		if err := ss.reload(); err != nil {
+			rep.Error = toWire(err)
+		} else {
+			rep.OK = true
+		}
+		return rep, nil
 	}
 	rep.Error = wire.Errorf(wire.CodeInvalidRequest, "unknown op %q", req.Op)
 	return rep, nil

@@ -47,6 +47,9 @@ type Options struct {
 	IdleTimeout time.Duration
 	// Limits bound the bound-socket cache's references.
 	Limits registry.Limits
+	// Reload re-reads the configuration for an admin's reload request;
+	// nil refuses such requests.
+	Reload func() error
 	// TokenTTL is how long a token-only bind may be picked up; zero
 	// means 30 s.
 	TokenTTL time.Duration
@@ -68,6 +71,7 @@ type Server struct {
 	maxPerUID    int
 	idle         time.Duration
 	perUID       map[uint32]int // sessions admitted, by uid
+	reload       func() error
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -91,6 +95,7 @@ func New(o Options) *Server {
 		maxPerUID:    o.MaxConnsPerUID,
 		idle:         o.IdleTimeout,
 		perUID:       make(map[uint32]int),
+		reload:       o.Reload,
 		listeners:    make(map[*net.UnixListener]struct{}),
 		sessions:     make(map[*session]struct{}),
 	}

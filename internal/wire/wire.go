@@ -51,6 +51,8 @@ const (
 	OpRelease Op = "release"
 	// OpStatus lists held sockets.
 	OpStatus Op = "status"
+	// OpReload makes the daemon re-read its configuration (admins only).
+	OpReload Op = "reload"
 )
 
 // Code is a machine-readable error class carried in a reply.
@@ -219,6 +221,24 @@ type BindResult struct {
 // StatusResult lists held sockets.
 type StatusResult struct {
 	Sockets []SocketStatus `json:"sockets"`
+	// Daemon is shown to admins only.
+	Daemon *DaemonStats `json:"daemon,omitempty"`
+}
+
+// DaemonStats describes the daemon's own resources.
+type DaemonStats struct {
+	// PID is the daemon's process ID.
+	PID int `json:"pid"`
+	// Goroutines, FDs and HeapBytes are its goroutines, open file
+	// descriptors and live heap.
+	Goroutines int    `json:"goroutines"`
+	FDs        int    `json:"fds"`
+	HeapBytes  uint64 `json:"heap_bytes"`
+	// Sessions is the number of native client connections.
+	Sessions int `json:"sessions"`
+	// Sockets and Refs count cached sockets and their references.
+	Sockets int `json:"sockets"`
+	Refs    int `json:"refs"`
 }
 
 // SocketStatus describes one cached socket.
@@ -338,7 +358,7 @@ func DecodeRequest(b []byte) (*Request, error) {
 		if req.Token == nil {
 			return &req, Errorf(CodeInvalidRequest, `op %q needs a "token" object`, req.Op)
 		}
-	case OpStatus:
+	case OpStatus, OpReload:
 	case "":
 		return &req, Errorf(CodeInvalidRequest, `missing "op"`)
 	default:
