@@ -11,47 +11,51 @@ import (
 // SocketStatus describes one socket the daemon holds.
 type SocketStatus struct {
 	// Network is "tcp" or "udp"; Addr the bound address.
-	Network, Addr string
+	Network string `json:"network"`
+	Addr    string `json:"addr"`
 	// Refs counts references, pending tokens included.
-	Refs int
+	Refs int `json:"refs"`
 	// Age is how long the daemon has held the socket.
-	Age time.Duration
+	Age time.Duration `json:"age_ns"`
 	// Linger is how long the daemon keeps it after the last reference.
-	Linger time.Duration
+	Linger time.Duration `json:"linger_ns"`
 	// Lingering, when not zero, is how long it has had no references.
-	Lingering time.Duration
+	Lingering time.Duration `json:"lingering_ns,omitempty"`
 	// Holders are the references.
-	Holders []HolderStatus
+	Holders []HolderStatus `json:"holders"`
 }
 
 // HolderStatus describes one reference.
 type HolderStatus struct {
 	// Share and Name are its share mode and share name.
-	Share, Name string
+	Share string `json:"share"`
+	Name  string `json:"name,omitempty"`
 	// UID, PID and App identify the holding caller (for a pending token,
 	// the one that asked for it).
-	UID uint32
-	PID int32
-	App string
+	UID uint32 `json:"uid"`
+	PID int32  `json:"pid"`
+	App string `json:"app,omitempty"`
 	// Pending is true for a token not yet picked up.
-	Pending bool
+	Pending bool `json:"pending,omitempty"`
 	// Token is set for the caller's own references, and for all when the
 	// caller is an admin.
-	Token string
+	Token string `json:"token,omitempty"`
 }
 
 // DaemonStats describes the daemon's own resources (admins only).
 type DaemonStats struct {
 	// PID is the daemon's process ID.
-	PID int
+	PID int `json:"pid"`
 	// Goroutines, FDs and HeapBytes are its goroutines, open descriptors
 	// and live heap.
-	Goroutines, FDs int
-	HeapBytes       uint64
+	Goroutines int    `json:"goroutines"`
+	FDs        int    `json:"fds"`
+	HeapBytes  uint64 `json:"heap_bytes"`
 	// Sessions counts native client connections.
-	Sessions int
+	Sessions int `json:"sessions"`
 	// Sockets and Refs count cached sockets and their references.
-	Sockets, Refs int
+	Sockets int `json:"sockets"`
+	Refs    int `json:"refs"`
 }
 
 // Status lists the sockets the daemon holds that this caller has
