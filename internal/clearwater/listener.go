@@ -282,10 +282,16 @@ func readRequest(c *net.UnixConn, timeout time.Duration) (string, error) {
 		}
 		return "", errors.New("client sent no request: " + err.Error())
 	}
-	if n > MaxRequest {
+	return parseRequest(buf[:n])
+}
+
+// parseRequest applies the original's rules to what one read returned: more
+// than 1023 bytes is oversize, a NUL ends the request, and nothing before it
+// is an empty request.
+func parseRequest(b []byte) (string, error) {
+	if len(b) > MaxRequest {
 		return "", errors.New("request longer than 1023 bytes")
 	}
-	b := buf[:n]
 	if i := bytes.IndexByte(b, 0); i >= 0 {
 		b = b[:i]
 	}
