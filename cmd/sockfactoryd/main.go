@@ -165,6 +165,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: OK (%d rules, %d clearwater listeners, socket %s)\n", f.checkConfig, len(c.Policy.Rules), len(c.Clearwater), c.Socket)
 		return 0
 	}
+	// Catch signals before any socket exists: a SIGTERM that arrives
+	// while starting must still end in a clean exit that removes them.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	cfg, err := f.load()
 	if err != nil {
 		fmt.Fprintln(stderr, "sockfactoryd:", err)
@@ -190,9 +195,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	reportCaps(log, cfg)
 	d := start(log, cfg, f, lns)
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	for {
 		select {
 		case sig := <-sigs:
@@ -281,6 +283,8 @@ func start(log *slog.Logger, cfg *config.Config, f *flags, lns []*net.UnixListen
 			ReadTimeout:    c.ReadTimeout,
 			UIDs:           c.UIDs,
 			GIDs:           c.GIDs,
+			MaxConns:       cfg.Limits.Connections,
+			MaxConnsPerUID: cfg.Limits.ConnectionsPerUID,
 			Logger:         log,
 			Connector:      conn,
 		})

@@ -99,7 +99,7 @@ func ParseAllowed(entry string) (policy.Dest, error) {
 	if entry == "" {
 		return policy.Dest{}, errors.New("empty allowed host")
 	}
-	if a, err := netip.ParseAddr(entry); err == nil && a.Is6() && !a.Is4In6() {
+	if a, err := netip.ParseAddr(entry); err == nil && a.Is6() {
 		entry = "[" + entry + "]" // bare IPv6: any port
 	}
 	host, port := entry, "*"

@@ -18,6 +18,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -61,6 +63,10 @@ type Options struct {
 	// (matched as in policy rules). Empty means any caller that can open the
 	// socket, as in the original.
 	UIDs, GIDs []uint32
+	// MaxConns and MaxConnsPerUID bound the connections served at once,
+	// in all and per caller uid; zero means no limit. A connection over a
+	// limit is closed without a reply, as every failure is.
+	MaxConns, MaxConnsPerUID int
 	// Logger receives audit and operational logs; nil discards them.
 	Logger *slog.Logger
 	// Connector resolves and connects; nil means a zero Connector.
@@ -81,6 +87,7 @@ type Listener struct {
 	closed bool
 	lns    map[*net.UnixListener]struct{}
 	conns  map[*net.UnixConn]struct{}
+	perUID map[uint32]int
 	wg     sync.WaitGroup
 }
 
@@ -97,10 +104,11 @@ func New(o Options) *Listener {
 		o.Connector = &connector.Connector{}
 	}
 	l := &Listener{
-		opts:  o,
-		log:   o.Logger,
-		lns:   make(map[*net.UnixListener]struct{}),
-		conns: make(map[*net.UnixConn]struct{}),
+		opts:   o,
+		log:    o.Logger,
+		lns:    make(map[*net.UnixListener]struct{}),
+		conns:  make(map[*net.UnixConn]struct{}),
+		perUID: make(map[uint32]int),
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
@@ -224,6 +232,11 @@ func (l *Listener) serveConn(c *net.UnixConn) {
 		return
 	}
 	log := l.log.With("uid", caller.UID, "gid", caller.GID, "pid", caller.PID)
+	if err := l.admit(caller.UID); err != nil {
+		log.Warn("fail", "code", wire.CodeLimitExceeded, "err", err)
+		return
+	}
+	defer l.leave(caller.UID)
 
 	req, err := readRequest(c, l.opts.ReadTimeout)
 	if err != nil {
@@ -242,12 +255,12 @@ func (l *Listener) serveConn(c *net.UnixConn) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.ConnectTimeout)
 	defer cancel()
 	opts := connector.Options{SendTimeout: l.opts.ConnectTimeout}
-	f, out, err := broker.Connect(ctx, l.policy.Load(), &caller, l.opts.Connector, n, t, opts)
+	f, out, err := l.connect(ctx, &caller, n, t, opts)
 	if we := toWire(err); err != nil && we.Code == wire.CodeDenied {
 		// The original's intent: the allowed hosts may have changed.
 		// Read them again and decide once more.
 		l.Reload()
-		f, out, err = broker.Connect(ctx, l.policy.Load(), &caller, l.opts.Connector, n, t, opts)
+		f, out, err = l.connect(ctx, &caller, n, t, opts)
 	}
 	took := time.Since(start).Milliseconds()
 	if err != nil {
@@ -269,6 +282,40 @@ func (l *Listener) serveConn(c *net.UnixConn) {
 	log.Info("grant", "request", req, "rule", out.Rule, "remote", out.Remote, "local", out.Local, "ms", took)
 }
 
+// admit counts a connection against the limits.
+func (l *Listener) admit(uid uint32) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.opts.MaxConns > 0 && len(l.conns) > l.opts.MaxConns {
+		return fmt.Errorf("%d connections at once, the most allowed", l.opts.MaxConns)
+	}
+	if l.opts.MaxConnsPerUID > 0 && l.perUID[uid] >= l.opts.MaxConnsPerUID {
+		return fmt.Errorf("uid %d has %d connections at once, the most allowed", uid, l.perUID[uid])
+	}
+	l.perUID[uid]++
+	return nil
+}
+
+func (l *Listener) leave(uid uint32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.perUID[uid]--; l.perUID[uid] <= 0 {
+		delete(l.perUID, uid)
+	}
+}
+
+// connect hands the request to the broker, after one check of the
+// original's: a name must itself be on the list. Otherwise a client in one
+// namespace could make the daemon look up names of its choosing from the
+// other (the broker would resolve a name to test its addresses).
+func (l *Listener) connect(ctx context.Context, caller *policy.Caller, n connector.Network, t broker.Target, opts connector.Options) (*os.File, broker.Outcome, error) {
+	pol := l.policy.Load()
+	if !t.IP.IsValid() && pol.Known(caller) && !pol.ConnectName(caller, t.Host, t.Port).Allowed {
+		return nil, broker.Outcome{}, wire.Errorf(wire.CodeDenied, "%s is not an allowed host", t)
+	}
+	return broker.Connect(ctx, pol, caller, l.opts.Connector, n, t, opts)
+}
+
 // readRequest does what the original did: one read of at most 1023 bytes,
 // cut at the first NUL. A request filling 1024 bytes is refused as oversize
 // rather than cut.
@@ -282,7 +329,14 @@ func readRequest(c *net.UnixConn, timeout time.Duration) (string, error) {
 		}
 		return "", errors.New("client sent no request: " + err.Error())
 	}
-	return parseRequest(buf[:n])
+	req, err := parseRequest(buf[:n])
+	if n > MaxRequest {
+		// Take in what else the client sent (a little, briefly), so that
+		// closing gives it a clean end of file rather than a reset.
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		io.CopyN(io.Discard, c, 64<<10)
+	}
+	return req, err
 }
 
 // parseRequest applies the original's rules to what one read returned: more
