@@ -109,7 +109,8 @@ func setup(fd, family int, proto string, ap netip.AddrPort, o Options) error {
 		on         bool
 	}
 	opts := []opt{
-		{"SO_REUSEADDR", unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, o.ReuseAddr},
+		// For port 0, SO_REUSEADDR is set after bind: see below.
+		{"SO_REUSEADDR", unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, o.ReuseAddr && ap.Port() != 0},
 		{"SO_REUSEPORT", unix.SOL_SOCKET, unix.SO_REUSEPORT, 1, o.ReusePort},
 		{"SO_RCVBUF", unix.SOL_SOCKET, unix.SO_RCVBUF, o.RcvBuf, o.RcvBuf > 0},
 		{"SO_SNDBUF", unix.SOL_SOCKET, unix.SO_SNDBUF, o.SndBuf, o.SndBuf > 0},
@@ -153,6 +154,14 @@ func setup(fd, family int, proto string, ap netip.AddrPort, o Options) error {
 	}
 	if err := unix.Bind(fd, toSockaddr(ap)); err != nil {
 		return hint(os.NewSyscallError("bind "+proto+" "+ap.String(), err), "bind")
+	}
+	if o.ReuseAddr && ap.Port() == 0 {
+		// Set only now: when choosing a free UDP port for a socket with
+		// SO_REUSEADDR, the kernel counts ports that other SO_REUSEADDR
+		// sockets hold as free, so a "free" port could be a busy one.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return os.NewSyscallError("setsockopt SO_REUSEADDR", err)
+		}
 	}
 	if o.Listen {
 		backlog := o.Backlog

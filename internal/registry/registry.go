@@ -561,9 +561,9 @@ type RefInfo struct {
 	Own bool
 }
 
-// Status lists cached sockets. With all false, only sockets in which h has
-// a reference (held or pending) are listed, and only h's own tokens are
-// shown; with all true, everything.
+// Status lists cached sockets. With all false, only sockets in which a
+// holder with h's uid has a reference (held or pending) are listed, and
+// only h's own tokens are shown; with all true, everything.
 func (g *Registry) Status(h *Holder, all bool) []SocketInfo {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -579,7 +579,7 @@ func (g *Registry) Status(h *Holder, all bool) []SocketInfo {
 			if ri.Own || all {
 				ri.Token = ref.token
 			}
-			mine = mine || ri.Own
+			mine = mine || ri.Own || (h != nil && ref.owner != nil && ref.owner.UID == h.UID)
 			info.Refs = append(info.Refs, ri)
 		}
 		if all || mine {

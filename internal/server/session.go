@@ -55,6 +55,10 @@ func (ss *session) stop() {
 var bufPool = sync.Pool{New: func() any { b := make([]byte, wire.MaxMessageSize); return &b }}
 
 func (ss *session) run() {
+	// "client disconnected" is logged only once the connection is closed
+	// and its references are released, so that the line means the daemon
+	// is done with it.
+	connected := false
 	defer func() {
 		ss.cancel()
 		ss.wg.Wait()
@@ -63,6 +67,9 @@ func (ss *session) run() {
 			ss.log.Info("released references of a closed connection", "refs", n)
 		}
 		ss.c.Close()
+		if connected {
+			ss.log.Debug("client disconnected")
+		}
 	}()
 	raw, err := ss.c.SyscallConn()
 	if err != nil {
@@ -85,7 +92,7 @@ func (ss *session) run() {
 	}
 	defer ss.s.leave(ss)
 	ss.log.Debug("client connected")
-	defer ss.log.Debug("client disconnected")
+	connected = true
 
 	for {
 		if ss.s.idle > 0 {
@@ -227,8 +234,15 @@ func (ss *session) reply(rep *wire.Reply, f *os.File) {
 	}
 	b, err := wire.Encode(rep)
 	if err != nil {
-		ss.s.log.Error("encoding reply", "err", err)
-		return
+		// Never leave a request unanswered (a status listing too many
+		// sockets is too large to send): answer with the error instead,
+		// without the descriptor.
+		ss.s.log.Error("encoding reply", "id", rep.ID, "err", err)
+		f = nil
+		e := wire.Errorf(wire.CodeInternal, "the reply would exceed %d bytes, the protocol's limit, and was not sent", wire.MaxMessageSize)
+		if b, err = wire.Encode(&wire.Reply{V: wire.Version, ID: rep.ID, Error: e}); err != nil {
+			return
+		}
 	}
 	var oob []byte
 	if f != nil {
