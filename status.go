@@ -2,6 +2,7 @@ package sockfactory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -60,15 +61,25 @@ type DaemonStats struct {
 
 // Status lists the sockets the daemon holds that this caller has
 // references in; an admin caller sees all.
+//
+// One reply carries at most what fits in a protocol packet (64 KiB, some
+// hundreds of sockets, 64 holders each); a longer listing is cut, and
+// ErrTruncated is returned with the part that fits.
 func (c *Client) Status(ctx context.Context) ([]SocketStatus, error) {
 	st, _, err := c.status(ctx)
 	return st, err
 }
 
+// ErrTruncated is returned by Status with a listing cut to fit one reply.
+var ErrTruncated = errors.New("sockfactory: status listing truncated")
+
 // Stats returns the daemon's own resource counts. Only admins get them;
 // others get ErrDenied.
 func (c *Client) Stats(ctx context.Context) (*DaemonStats, error) {
 	_, d, err := c.status(ctx)
+	if errors.Is(err, ErrTruncated) {
+		err = nil // the statistics are whole
+	}
 	if err == nil && d == nil {
 		err = &Error{Op: "status", Code: string(wire.CodeDenied), Message: "daemon statistics are for admins (a rule with admin = true)"}
 	}
@@ -102,6 +113,10 @@ func (c *Client) status(ctx context.Context) ([]SocketStatus, *DaemonStats, erro
 	if rep.Status == nil {
 		return nil, nil, fmt.Errorf("%w: status reply without a status", ErrProtocol)
 	}
+	var truncErr error
+	if rep.Status.Truncated {
+		truncErr = fmt.Errorf("%w: %d sockets shown of %d", ErrTruncated, len(rep.Status.Sockets), rep.Status.Total)
+	}
 	var d *DaemonStats
 	if s := rep.Status.Daemon; s != nil {
 		d = &DaemonStats{PID: s.PID, Goroutines: s.Goroutines, FDs: s.FDs, HeapBytes: s.HeapBytes, Sessions: s.Sessions, Sockets: s.Sockets, Refs: s.Refs}
@@ -114,7 +129,7 @@ func (c *Client) status(ctx context.Context) ([]SocketStatus, *DaemonStats, erro
 		}
 		out = append(out, st)
 	}
-	return out, d, nil
+	return out, d, truncErr
 }
 
 func ms(n int64) time.Duration { return time.Duration(n) * time.Millisecond }

@@ -209,12 +209,14 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := c.Status(ctx)
-	if err != nil {
+	if errors.Is(err, sockfactory.ErrTruncated) {
+		fmt.Fprintln(stderr, "sockfactory:", err)
+	} else if err != nil {
 		fmt.Fprintln(stderr, "sockfactory:", err)
 		return 1
 	}
 	stats, err := c.Stats(ctx)
-	if err != nil && !errors.Is(err, sockfactory.ErrDenied) {
+	if err != nil && !errors.Is(err, sockfactory.ErrDenied) && !errors.Is(err, sockfactory.ErrTruncated) {
 		fmt.Fprintln(stderr, "sockfactory:", err)
 		return 1
 	}

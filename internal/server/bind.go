@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -228,7 +229,34 @@ func (ss *session) status() *wire.StatusResult {
 		}
 		res.Sockets = append(res.Sockets, st)
 	}
+	fitStatus(res)
 	return res
+}
+
+// maxStatusHolders is the most holders listed for one socket; Refs still
+// counts them all.
+const maxStatusHolders = 64
+
+// fitStatus cuts a status listing so that its reply fits in one packet.
+func fitStatus(res *wire.StatusResult) {
+	total := len(res.Sockets)
+	for i := range res.Sockets {
+		if h := res.Sockets[i].Holders; len(h) > maxStatusHolders {
+			res.Sockets[i].Holders = h[:maxStatusHolders]
+			res.Truncated = true
+		}
+	}
+	for len(res.Sockets) > 0 {
+		b, err := wire.Encode(&wire.Reply{V: wire.Version, ID: math.MaxUint64, Status: res})
+		if err == nil && len(b) < wire.MaxMessageSize-256 {
+			break
+		}
+		res.Sockets = res.Sockets[:len(res.Sockets)/2]
+		res.Truncated = true
+	}
+	if res.Truncated {
+		res.Total = total
+	}
 }
 
 // reload serves OpReload: admins only.

@@ -221,6 +221,10 @@ type BindResult struct {
 // StatusResult lists held sockets.
 type StatusResult struct {
 	Sockets []SocketStatus `json:"sockets"`
+	// Truncated is true when the list was cut to fit one packet; Total is
+	// then the number of sockets there were.
+	Truncated bool `json:"truncated,omitempty"`
+	Total     int  `json:"total,omitempty"`
 	// Daemon is shown to admins only.
 	Daemon *DaemonStats `json:"daemon,omitempty"`
 }
