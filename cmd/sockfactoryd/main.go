@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -264,13 +265,7 @@ func start(log *slog.Logger, cfg *config.Config, f *flags, lns []*net.UnixListen
 		MaxInFlight:    cfg.MaxInFlight,
 		TokenTTL:       cfg.TokenTTL,
 		Reload:         d.reload,
-		MaxConns:       cfg.Limits.Connections,
-		MaxConnsPerUID: cfg.Limits.ConnectionsPerUID,
-		IdleTimeout:    cfg.Limits.IdleTimeout,
-		Limits: registry.Limits{
-			Refs: cfg.Limits.Sockets, RefsPerUID: cfg.Limits.SocketsPerUID,
-			Pending: cfg.Limits.Tokens, PendingPerUID: cfg.Limits.TokensPerUID,
-		},
+		Limits:         serverLimits(cfg),
 	})
 	d.serve(func() error { return d.srv.Serve(ln) }, server.ErrServerClosed)
 	log.Info("listening", "socket", cfg.Socket, "mode", fmt.Sprintf("%04o", cfg.SocketMode), "config", cfg.Source, "rules", len(cfg.Policy.Rules), "version", version.Version, "pid", os.Getpid())
@@ -328,21 +323,65 @@ func (d *daemon) reload() error {
 		return err
 	}
 	d.srv.SetPolicy(c.Policy)
+	d.srv.SetLimits(serverLimits(c))
 	for i, l := range d.cw {
 		old := d.cfg.Clearwater[i]
 		for _, nc := range c.Clearwater {
 			if nc.Socket == old.Socket {
-				l.SetAllowList(clearwater.AllowList{Hosts: nc.AllowedHosts, Dirs: nc.AllowedHostsDirs})
+				l.Update(clearwater.AllowList{Hosts: nc.AllowedHosts, Dirs: nc.AllowedHostsDirs}, nc.UIDs, nc.GIDs, c.Limits.Connections, c.Limits.ConnectionsPerUID)
 			}
 		}
 		n := l.Reload()
 		d.log.Info("reloaded allowed hosts", "socket", old.Socket, "entries", n)
 	}
-	if c.Socket != d.cfg.Socket || c.SocketMode != d.cfg.SocketMode || c.SocketGID != d.cfg.SocketGID || len(c.Clearwater) != len(d.cfg.Clearwater) {
-		d.log.Warn("reload: socket or listener settings changed; they take effect on restart")
+	if diff := restartNeeded(d.cfg, c); len(diff) > 0 {
+		d.log.Warn("reload: some changed settings take effect only on restart", "settings", diff)
 	}
 	d.log.Info("reloaded", "config", c.Source, "rules", len(c.Policy.Rules))
 	return nil
+}
+
+// serverLimits are the native server's reloadable limits.
+func serverLimits(c *config.Config) server.Limits {
+	return server.Limits{
+		MaxConns: c.Limits.Connections, MaxConnsPerUID: c.Limits.ConnectionsPerUID, IdleTimeout: c.Limits.IdleTimeout,
+		Registry: registry.Limits{
+			Refs: c.Limits.Sockets, RefsPerUID: c.Limits.SocketsPerUID,
+			Pending: c.Limits.Tokens, PendingPerUID: c.Limits.TokensPerUID,
+		},
+	}
+}
+
+// restartNeeded names the settings that differ between the running and the
+// reloaded configuration but that a reload cannot apply.
+func restartNeeded(old, c *config.Config) []string {
+	var out []string
+	check := func(name string, changed bool) {
+		if changed {
+			out = append(out, name)
+		}
+	}
+	check("daemon.socket", old.Socket != c.Socket)
+	check("daemon.socket_mode", old.SocketMode != c.SocketMode)
+	check("daemon.socket_group", old.SocketGID != c.SocketGID)
+	check("daemon.user", old.User != c.User)
+	check("daemon.log_format", old.LogJSON != c.LogJSON)
+	check("daemon.log_level", old.LogLevel != c.LogLevel)
+	check("daemon.max_in_flight", old.MaxInFlight != c.MaxInFlight)
+	check("connect.timeout", old.ConnectTimeout != c.ConnectTimeout)
+	check("connect.min_attempt", old.MinAttempt != c.MinAttempt)
+	check("resolver.servers", !slices.Equal(old.ResolverServers, c.ResolverServers))
+	check("bind.token_ttl", old.TokenTTL != c.TokenTTL)
+	if len(old.Clearwater) != len(c.Clearwater) {
+		out = append(out, "clearwater listeners (added or removed)")
+		return out
+	}
+	for i, o := range old.Clearwater {
+		n := c.Clearwater[i]
+		check("clearwater "+o.Socket, o.Socket != n.Socket || o.SocketMode != n.SocketMode || o.SocketGID != n.SocketGID ||
+			o.IPv6 != n.IPv6 || o.ConnectTimeout != n.ConnectTimeout || o.ReadTimeout != n.ReadTimeout)
+	}
+	return out
 }
 
 func newLogger(w io.Writer, c *config.Config) *slog.Logger {

@@ -23,14 +23,14 @@ import (
 const (
 	capNetBindService = 10
 	capNetAdmin       = 12
-	capNetRaw         = 13
 )
 
-var capNames = map[uintptr]string{capNetBindService: "CAP_NET_BIND_SERVICE", capNetAdmin: "CAP_NET_ADMIN", capNetRaw: "CAP_NET_RAW"}
+var capNames = map[uintptr]string{capNetBindService: "CAP_NET_BIND_SERVICE", capNetAdmin: "CAP_NET_ADMIN"}
 
 // neededCaps returns the capabilities the configured rules need, each with
-// the rules that need it: binding below the first unprivileged port, the
-// transparent option (IP_TRANSPARENT) and bind_to_device (SO_BINDTODEVICE).
+// the rules that need it: binding below the first unprivileged port and the
+// transparent option (IP_TRANSPARENT). bind_to_device needs none on the
+// socket before it is bound (Linux 5.7 and later).
 func neededCaps(c *config.Config) map[uintptr][]string {
 	need := map[uintptr][]string{}
 	low := unprivilegedPortStart()
@@ -45,8 +45,6 @@ func neededCaps(c *config.Config) map[uintptr][]string {
 			switch o {
 			case "transparent":
 				need[capNetAdmin] = append(need[capNetAdmin], fmt.Sprintf("rule %q allows the transparent option", r.Name))
-			case "bind_to_device":
-				need[capNetRaw] = append(need[capNetRaw], fmt.Sprintf("rule %q allows the bind_to_device option", r.Name))
 			}
 		}
 	}
@@ -167,7 +165,10 @@ func dropPrivileges(log *slog.Logger, c *config.Config, lns []*net.UnixListener)
 	cmd := exec.Command(self, os.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
 	cmd.ExtraFiles = files
-	cmd.Env = append(os.Environ(), inheritEnv+"="+strconv.Itoa(len(files)))
+	// The socket path is fixed here: the default depends on the uid, and
+	// the child must name the socket it was given. The configuration file
+	// must be readable by c.User: the child reads it (and again on reload).
+	cmd.Env = append(os.Environ(), inheritEnv+"="+strconv.Itoa(len(files)), "SOCKFACTORY_SOCKET="+c.Socket)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential:  &syscall.Credential{Uid: uint32(c.UID), Gid: uint32(c.GID), Groups: []uint32{}},
 		AmbientCaps: caps,

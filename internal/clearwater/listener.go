@@ -119,11 +119,15 @@ func New(o Options) *Listener {
 	return l
 }
 
-// SetAllowList replaces the allow-list sources; Reload reads them.
-func (l *Listener) SetAllowList(a AllowList) {
+// Update replaces the allow-list sources (Reload reads them), the callers
+// served and the connection limits, for a configuration reload.
+func (l *Listener) Update(a AllowList, uids, gids []uint32, maxConns, maxPerUID int) {
 	l.reloadMu.Lock()
-	defer l.reloadMu.Unlock()
-	l.opts.Allowed = a
+	l.opts.Allowed, l.opts.UIDs, l.opts.GIDs = a, uids, gids
+	l.reloadMu.Unlock()
+	l.mu.Lock()
+	l.opts.MaxConns, l.opts.MaxConnsPerUID = maxConns, maxPerUID
+	l.mu.Unlock()
 }
 
 // Reload re-reads the allow-list sources and swaps in the result. It

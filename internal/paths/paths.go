@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 )
 
 // EnvSocket names the environment variable that overrides the native socket
@@ -47,7 +48,7 @@ func ClientSocket() string {
 	if _, err := os.Stat(SystemSocket); err == nil || os.Geteuid() == 0 {
 		return SystemSocket
 	}
-	if u := UserSocket(); exists(u) {
+	if u := UserSocket(); exists(u) && ownDir(filepath.Dir(u)) {
 		return u
 	}
 	return SystemSocket
@@ -56,4 +57,16 @@ func ClientSocket() string {
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// ownDir reports whether dir belongs to this user and only this user may
+// write it: under /tmp anyone could have made it first and planted a fake
+// daemon's socket there.
+func ownDir(dir string) bool {
+	fi, err := os.Lstat(dir)
+	if err != nil || !fi.IsDir() || fi.Mode().Perm()&0o022 != 0 {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Getuid()
 }

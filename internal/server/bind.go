@@ -302,8 +302,14 @@ func registryError(err error) error {
 	case errors.Is(err, registry.ErrClosed):
 		return wire.Errorf(wire.CodeInternal, "the daemon is shutting down")
 	}
-	e := wire.Errorf(wire.CodeBindFailed, "%v", err)
 	var errno syscall.Errno
+	if errors.As(err, &errno) && (errno == syscall.EMFILE || errno == syscall.ENFILE || errno == syscall.ENOBUFS || errno == syscall.ENOMEM) {
+		// The daemon's own resources ran out, not the address.
+		e := wire.Errorf(wire.CodeLimitExceeded, "the daemon is out of resources (%v); retry later", errno)
+		e.Errno = int(errno)
+		return e
+	}
+	e := wire.Errorf(wire.CodeBindFailed, "%v", err)
 	if errors.As(err, &errno) {
 		e.Errno = int(errno)
 	}

@@ -37,16 +37,8 @@ type Options struct {
 	// MaxInFlight is the most requests one connection may have in flight;
 	// zero means 64.
 	MaxInFlight int
-	// MaxConns bounds client connections in all, MaxConnsPerUID those of
-	// one uid; zero means no limit. A connection over a limit gets one
-	// limit_exceeded reply and is closed.
-	MaxConns, MaxConnsPerUID int
-	// IdleTimeout closes a connection that has had no request in flight
-	// and held no socket for this long; zero means never. Connections
-	// holding sockets are kept: their closing is the crash signal.
-	IdleTimeout time.Duration
-	// Limits bound the bound-socket cache's references.
-	Limits registry.Limits
+	// Limits bound connections and references; the zero value means none.
+	Limits Limits
 	// Reload re-reads the configuration for an admin's reload request;
 	// nil refuses such requests.
 	Reload func() error
@@ -58,6 +50,20 @@ type Options struct {
 	WriteTimeout time.Duration
 }
 
+// Limits bound what clients can make the server hold. Zero means no limit.
+type Limits struct {
+	// MaxConns bounds client connections in all, MaxConnsPerUID those of
+	// one uid. A connection over a limit gets one limit_exceeded reply and
+	// is closed.
+	MaxConns, MaxConnsPerUID int
+	// IdleTimeout closes a connection that has had no request in flight
+	// and held no socket for this long; zero means never. Connections
+	// holding sockets are kept: their closing is the crash signal.
+	IdleTimeout time.Duration
+	// Registry bounds the bound-socket cache's references.
+	Registry registry.Limits
+}
+
 // Server serves the native protocol. Create it with New.
 type Server struct {
 	log          *slog.Logger
@@ -67,10 +73,8 @@ type Server struct {
 	maxInFlight  int
 	writeTimeout time.Duration
 	registry     *registry.Registry
-	maxConns     int
-	maxPerUID    int
-	idle         time.Duration
-	perUID       map[uint32]int // sessions admitted, by uid
+	limits       Limits         // guarded by mu
+	perUID       map[uint32]int // sessions admitted, by uid; guarded by mu
 	reload       func() error
 
 	ctx    context.Context // cancelled by Close
@@ -91,9 +95,7 @@ func New(o Options) *Server {
 		timeout:      o.ConnectTimeout,
 		maxInFlight:  o.MaxInFlight,
 		writeTimeout: o.WriteTimeout,
-		maxConns:     o.MaxConns,
-		maxPerUID:    o.MaxConnsPerUID,
-		idle:         o.IdleTimeout,
+		limits:       o.Limits,
 		perUID:       make(map[uint32]int),
 		reload:       o.Reload,
 		listeners:    make(map[*net.UnixListener]struct{}),
@@ -119,7 +121,7 @@ func New(o Options) *Server {
 		ttl = 30 * time.Second
 	}
 	s.registry = registry.New(ttl)
-	s.registry.SetLimits(o.Limits)
+	s.registry.SetLimits(o.Limits.Registry)
 	p := o.Policy
 	if p == nil {
 		p = &policy.Policy{}
@@ -247,10 +249,11 @@ func (s *Server) admit(ss *session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	uid := ss.caller.UID
-	if s.maxConns > 0 && len(s.sessions) > s.maxConns {
-		return wire.Errorf(wire.CodeLimitExceeded, "the daemon serves at most %d connections; try again later", s.maxConns)
+	l := s.limits
+	if l.MaxConns > 0 && len(s.sessions) > l.MaxConns {
+		return wire.Errorf(wire.CodeLimitExceeded, "the daemon serves at most %d connections; try again later", l.MaxConns)
 	}
-	if s.maxPerUID > 0 && s.perUID[uid] >= s.maxPerUID {
+	if l.MaxConnsPerUID > 0 && s.perUID[uid] >= l.MaxConnsPerUID {
 		return wire.Errorf(wire.CodeLimitExceeded, "uid %d already has %d connections, the most allowed; close some", uid, s.perUID[uid])
 	}
 	s.perUID[uid]++
@@ -264,6 +267,22 @@ func (s *Server) leave(ss *session) {
 	if s.perUID[uid]--; s.perUID[uid] <= 0 {
 		delete(s.perUID, uid)
 	}
+}
+
+// SetLimits replaces the limits for connections and references from now on;
+// what is already held stays.
+func (s *Server) SetLimits(l Limits) {
+	s.mu.Lock()
+	s.limits = l
+	s.mu.Unlock()
+	s.registry.SetLimits(l.Registry)
+}
+
+// idleTimeout is the current idle timeout.
+func (s *Server) idleTimeout() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limits.IdleTimeout
 }
 
 // Registry returns the bound-socket cache, for status and tests.

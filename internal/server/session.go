@@ -95,8 +95,9 @@ func (ss *session) run() {
 	connected = true
 
 	for {
-		if ss.s.idle > 0 {
-			ss.c.SetReadDeadline(time.Now().Add(ss.s.idle))
+		idle := ss.s.idleTimeout()
+		if idle > 0 {
+			ss.c.SetReadDeadline(time.Now().Add(idle))
 			if ss.ctx.Err() != nil { // stop() may have run before the line above
 				return
 			}
@@ -104,7 +105,7 @@ func (ss *session) run() {
 		bp, n, err := ss.readPacket()
 		if errors.Is(err, os.ErrDeadlineExceeded) && ss.ctx.Err() == nil {
 			if len(ss.slots) == 0 && ss.s.registry.Holds(ss.holder) == 0 {
-				ss.log.Info("closing idle connection", "idle", ss.s.idle)
+				ss.log.Info("closing idle connection", "idle", idle)
 				return
 			}
 			continue // busy or holding sockets: keep it
