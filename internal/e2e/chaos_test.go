@@ -605,6 +605,9 @@ func (cc *chaosClient) status(op string) {
 		var se *sockfactory.Error
 		switch {
 		case err == nil:
+		case errors.Is(err, sockfactory.ErrTruncated):
+			// Hundreds of sockets held: the listing is cut to one packet.
+			cc.outcome(op, what+" listing truncated")
 		case errors.As(err, &se) && chaosTooLarge(wire.Code(se.Code), se.Message):
 			cc.outcome(op, what+" reply too large")
 		default:
