@@ -135,9 +135,16 @@ func Connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, con
 			}
 		}
 	}
-	aps := make([]netip.AddrPort, len(addrs))
-	for i, a := range addrs {
-		aps[i] = netip.AddrPortFrom(a, t.Port)
+	// Whatever granted it, no address on the deny list is tried: a name
+	// grant trusts DNS, the deny list does not.
+	aps := make([]netip.AddrPort, 0, len(addrs))
+	for _, a := range addrs {
+		if !pol.Denied(a, t.Port) {
+			aps = append(aps, netip.AddrPortFrom(a, t.Port))
+		}
+	}
+	if len(aps) == 0 {
+		return nil, out, wire.Errorf(wire.CodeDenied, "every address of %s %v is on the daemon's deny list", t, addrs)
 	}
 	f, res, err := conn.Connect(ctx, n, aps, opts)
 	if err != nil {

@@ -180,8 +180,9 @@ type file struct {
 	Connect struct {
 		// Durations are parsed after decoding, so that every error,
 		// a wrong TOML type included, can name its line.
-		Timeout    *string `toml:"timeout"`
-		MinAttempt *string `toml:"min_attempt"`
+		Timeout    *string  `toml:"timeout"`
+		MinAttempt *string  `toml:"min_attempt"`
+		Deny       []string `toml:"deny"`
 	} `toml:"connect"`
 	Resolver struct {
 		Servers []string `toml:"servers"`
@@ -289,9 +290,22 @@ func Default() *Config {
 		MaxInFlight:    DefaultMaxInFlight,
 		TokenTTL:       DefaultTokenTTL,
 		Limits:         DefaultLimits,
-		Policy:         &policy.Policy{Rules: []policy.Rule{{Name: "builtin-loopback", UIDs: uids, Connect: dests, Bind: binds}}},
+		Policy:         &policy.Policy{Rules: []policy.Rule{{Name: "builtin-loopback", UIDs: uids, Connect: dests, Bind: binds}}, Deny: mustDeny(policy.DefaultDeny)},
 		Source:         "built-in default",
 	}
+}
+
+// mustDeny parses constant deny patterns.
+func mustDeny(list []string) []policy.Dest {
+	var out []policy.Dest
+	for _, s := range list {
+		d, err := policy.ParseDest(s)
+		if err != nil {
+			panic(err) // a constant; covered by tests
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 // Load reads and validates the file at path.
@@ -425,7 +439,20 @@ func Parse(name string, data []byte) (*Config, error) {
 			return nil, p.errAtValue("servers", s, "resolver server %q: want a numeric ip:port such as 127.0.0.53:53 or [::1]:53", s)
 		}
 	}
-	pol := &policy.Policy{}
+	pol := &policy.Policy{Deny: mustDeny(policy.DefaultDeny)}
+	if f.Connect.Deny != nil {
+		pol.Deny = nil
+		for _, s := range f.Connect.Deny {
+			d, err := policy.ParseDest(s)
+			if err == nil && !d.IsIP() {
+				err = errors.New("the deny list takes IP addresses and CIDRs, not names")
+			}
+			if err != nil {
+				return nil, p.errAtValue("deny", s, "deny: %v", err)
+			}
+			pol.Deny = append(pol.Deny, d)
+		}
+	}
 	for i, rf := range f.Rules {
 		r, err := p.rule(i, rf)
 		if err != nil {

@@ -117,6 +117,9 @@ func TestIntegrationConnectErrors(t *testing.T) {
 		// Names outside the name grants: only their granted addresses
 		// may be used.
 		"hostile.example": {netip.MustParseAddr("127.0.0.2")},
+		// A granted name (*.test) whose answer is the unspecified
+		// address, which connect(2) treats as this host.
+		"zero.test": {netip.MustParseAddr("0.0.0.0")},
 		"mixed.example":   {netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")},
 	})
 	c := d.client()
@@ -135,6 +138,7 @@ func TestIntegrationConnectErrors(t *testing.T) {
 		{"refused port by name", "tcp", "known.test:" + closed, sockfactory.ErrConnectFailed, syscall.ECONNREFUSED},
 		{"unresolvable name", "tcp", "nx.test:80", sockfactory.ErrResolveFailed, 0},
 		{"name resolving only to a denied address", "tcp", "hostile.example:80", sockfactory.ErrDenied, 0},
+		{"granted name resolving to a deny-listed address", "tcp", "zero.test:" + closed, sockfactory.ErrDenied, 0},
 		{"unresolvable name outside the grants", "tcp", "example.net:80", sockfactory.ErrResolveFailed, 0},
 		{"numeric-looking name", "tcp", "127.1:80", sockfactory.ErrInvalidRequest, 0},
 		{"family mismatch", "tcp6", "127.0.0.1:80", sockfactory.ErrInvalidRequest, 0},

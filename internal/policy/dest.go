@@ -94,6 +94,9 @@ type Dest struct {
 	Ports PortRange
 }
 
+// IsIP reports whether the pattern is an IP address or CIDR (not a name).
+func (d Dest) IsIP() bool { return d.kind == destPrefix }
+
 // String returns the pattern in the form ParseDest accepts.
 func (d Dest) String() string {
 	var host string

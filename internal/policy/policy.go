@@ -62,6 +62,26 @@ type Rule struct {
 // swaps whole policies on reload. The zero value denies everything.
 type Policy struct {
 	Rules []Rule
+	// Deny lists IP and CIDR destinations no connect may reach, whatever
+	// the rules grant and whatever a name resolves to: the guard against
+	// a hostile DNS answer for a name a rule grants.
+	Deny []Dest
+}
+
+// DefaultDeny is the deny list when the configuration sets none: the
+// unspecified addresses, which connect(2) treats as this host.
+var DefaultDeny = []string{"0.0.0.0/8:*", "[::]:*"}
+
+// Denied reports whether addr:port is on the deny list.
+func (p *Policy) Denied(addr netip.Addr, port uint16) bool {
+	addr = addr.Unmap()
+	for i := range p.Deny {
+		d := &p.Deny[i]
+		if d.kind == destPrefix && d.Ports.Contains(port) && d.prefix.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // Decision is the outcome of a policy check.
@@ -110,6 +130,9 @@ func (p *Policy) Known(c *Caller) bool {
 // patterns can allow it: a name pattern never grants an address.
 func (p *Policy) ConnectIP(c *Caller, addr netip.Addr, port uint16) Decision {
 	addr = addr.Unmap()
+	if p.Denied(addr, port) {
+		return Decision{}
+	}
 	for i := range p.Rules {
 		r := &p.Rules[i]
 		if !r.matches(c) {
