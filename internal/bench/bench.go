@@ -77,8 +77,10 @@ type Options struct {
 	// PerfDir, when set, records each run's server process with
 	// perf record into this directory (perf must be installed).
 	PerfDir string
-	// Self is this program's path, re-executed with ServeFDPassArg to run
-	// the fd-passing floor; empty means os.Executable().
+	// Self is this program's path, started again with ServeFDPassArg and
+	// ServeSinkArg to run the fd-passing floor and the TCP sink as
+	// processes of their own; empty means os.Executable(). The program
+	// must handle those arguments as cmd/sockfactory-bench does.
 	Self string
 	// Progress receives one line per run as it finishes; nil discards.
 	Progress io.Writer

@@ -32,9 +32,10 @@ type Memory struct {
 	// Held samples the daemon at each level of held sockets, before the
 	// runs at that level.
 	Held []HeldSample `json:"held,omitempty"`
-	// RSSPerHeldSocket is the RSS growth from the first to the last
-	// level divided by the sockets added, in bytes.
-	RSSPerHeldSocket float64 `json:"rss_bytes_per_held_socket,omitempty"`
+	// RSSPerHeldSocket and HeapPerHeldSocket are the growth from the
+	// first to the last level divided by the sockets added, in bytes.
+	RSSPerHeldSocket  float64 `json:"rss_bytes_per_held_socket,omitempty"`
+	HeapPerHeldSocket float64 `json:"heap_bytes_per_held_socket,omitempty"`
 	// HoldRate is how fast the held sockets were bound (binds per second
 	// through the holding clients).
 	HoldRate float64 `json:"hold_binds_per_sec,omitempty"`
@@ -47,17 +48,11 @@ type Memory struct {
 type HeldSample struct {
 	Held int   `json:"held"`
 	RSS  int64 `json:"rss_bytes"`
-	// Heap and FDs come from Stats, which the daemon answers only while
-	// its status reply fits one packet (a few hundred sockets); zero
-	// beyond.
+	// Heap and FDs come from Stats, read after RSS (the status request
+	// itself allocates); zero if the daemon did not answer it.
 	Heap uint64 `json:"heap_bytes,omitempty"`
 	FDs  int    `json:"fds,omitempty"`
 }
-
-// statsMaxHeld is the most held sockets at which the tool asks for Stats
-// during the levels: the daemon lists every socket in an admin's status
-// reply, and fails to answer once the list passes 64 KiB.
-const statsMaxHeld = 200
 
 // settle is how long the daemon is left alone before its memory is read.
 const settle = time.Second
@@ -214,29 +209,28 @@ func (e *env) holdUpTo(ctx context.Context, level int, m *Memory) error {
 		return err
 	}
 	s := HeldSample{Held: e.held, RSS: rss}
-	if e.held <= statsMaxHeld {
-		if st, err := e.stats(ctx, 10*time.Second); err == nil {
-			s.Heap, s.FDs = st.HeapBytes, st.FDs
-		}
+	if st, err := e.stats(ctx, 10*time.Second); err == nil {
+		s.Heap, s.FDs = st.HeapBytes, st.FDs
 	}
 	m.Held = append(m.Held, s)
 	return nil
 }
 
-// finishMemory derives the per-socket figures and asks for Stats once at
-// the largest level, to record whether the daemon can still answer.
+// finishMemory derives the per-socket figures and asks for Stats once more
+// at the largest level, to record whether the daemon still answers it.
 func (e *env) finishMemory(ctx context.Context, m *Memory) {
 	if n := len(m.Held); n >= 2 {
 		first, last := m.Held[0], m.Held[n-1]
 		if d := last.Held - first.Held; d > 0 {
 			m.RSSPerHeldSocket = float64(last.RSS-first.RSS) / float64(d)
+			if first.Heap > 0 && last.Heap > 0 {
+				m.HeapPerHeldSocket = (float64(last.Heap) - float64(first.Heap)) / float64(d)
+			}
 		}
 	}
-	if e.held > statsMaxHeld {
-		if _, err := e.stats(ctx, 5*time.Second); err != nil {
-			m.StatsAtMaxHeld = fmt.Sprintf("with %d sockets held: %v", e.held, err)
-		} else {
-			m.StatsAtMaxHeld = "ok"
-		}
+	if _, err := e.stats(ctx, 10*time.Second); err != nil {
+		m.StatsAtMaxHeld = fmt.Sprintf("with %d sockets held: %v", e.held, err)
+	} else {
+		m.StatsAtMaxHeld = "ok"
 	}
 }

@@ -62,7 +62,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 			}
 			fmt.Fprintf(w, "held sockets: %s\n", strings.Join(parts, "; "))
 			if mem.RSSPerHeldSocket != 0 {
-				fmt.Fprintf(w, "RSS per held socket: %s (bound at %.0f binds/s)\n", bytesStr(mem.RSSPerHeldSocket), mem.HoldRate)
+				fmt.Fprintf(w, "per held socket: RSS %s, heap %s (the last level bound at %.0f binds/s)\n",
+					bytesStr(mem.RSSPerHeldSocket), bytesStr(mem.HeapPerHeldSocket), mem.HoldRate)
 			}
 			if mem.StatsAtMaxHeld != "" {
 				fmt.Fprintf(w, "Stats at the largest level: %s\n", mem.StatsAtMaxHeld)

@@ -119,8 +119,8 @@ func TestIntegrationConnectErrors(t *testing.T) {
 		"hostile.example": {netip.MustParseAddr("127.0.0.2")},
 		// A granted name (*.test) whose answer is the unspecified
 		// address, which connect(2) treats as this host.
-		"zero.test": {netip.MustParseAddr("0.0.0.0")},
-		"mixed.example":   {netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")},
+		"zero.test":     {netip.MustParseAddr("0.0.0.0")},
+		"mixed.example": {netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1")},
 	})
 	c := d.client()
 	closed := closedPort(t)
