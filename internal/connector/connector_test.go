@@ -1,0 +1,149 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func listen(t *testing.T) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func closedPort(t *testing.T) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := l.Addr().(*net.TCPAddr).AddrPort()
+	l.Close()
+	return ap
+}
+
+func getInt(t *testing.T, fd, level, opt int) int {
+	t.Helper()
+	v, err := unix.GetsockoptInt(fd, level, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestConnectDeliversPlainSocket: the socket is connected, blocking,
+// close-on-exec, with socket(2)'s defaults rather than Go's dialer's.
+func TestConnectDeliversPlainSocket(t *testing.T) {
+	srv := listen(t)
+	var c Connector
+	f, res, err := c.Connect(context.Background(), Network{Proto: "tcp"}, []netip.AddrPort{srv}, Options{SendTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if res.Remote != srv {
+		t.Errorf("remote %v; want %v", res.Remote, srv)
+	}
+	fd := int(f.Fd())
+	fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	fdfl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	tv, err := unix.GetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		what      string
+		got, want int
+	}{
+		{"O_NONBLOCK", fl & unix.O_NONBLOCK, 0},
+		{"FD_CLOEXEC", fdfl & unix.FD_CLOEXEC, unix.FD_CLOEXEC},
+		{"TCP_NODELAY", getInt(t, fd, unix.IPPROTO_TCP, unix.TCP_NODELAY), 0},
+		{"SO_KEEPALIVE", getInt(t, fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE), 0},
+		{"SO_SNDTIMEO seconds", int(tv.Sec), 3},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %d; want %d", c.what, c.got, c.want)
+		}
+	}
+}
+
+func TestConnectUDPNoBroadcast(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	var c Connector
+	f, _, err := c.Connect(context.Background(), Network{Proto: "udp"}, []netip.AddrPort{pc.LocalAddr().(*net.UDPAddr).AddrPort()}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if got := getInt(t, int(f.Fd()), unix.SOL_SOCKET, unix.SO_BROADCAST); got != 0 {
+		t.Errorf("SO_BROADCAST: got %d; want 0", got)
+	}
+}
+
+// TestConnectTriesInOrder: a refused first address falls through to the
+// next; when all fail the first non-timeout error is kept with its errno.
+func TestConnectTriesInOrder(t *testing.T) {
+	srv, dead := listen(t), closedPort(t)
+	var c Connector
+	f, res, err := c.Connect(context.Background(), Network{Proto: "tcp"}, []netip.AddrPort{dead, srv}, Options{})
+	if err != nil {
+		t.Fatalf("refused then good: %v", err)
+	}
+	f.Close()
+	if res.Remote != srv {
+		t.Errorf("connected to %v; want the second address %v", res.Remote, srv)
+	}
+	_, _, err = c.Connect(context.Background(), Network{Proto: "tcp"}, []netip.AddrPort{dead}, Options{})
+	if !errors.Is(err, syscall.ECONNREFUSED) || IsTimeout(err) {
+		t.Errorf("refused only: got %v; want ECONNREFUSED", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer cancel()
+	<-ctx.Done()
+	if _, _, err = c.Connect(ctx, Network{Proto: "tcp"}, []netip.AddrPort{srv}, Options{}); !IsTimeout(err) {
+		t.Errorf("expired context: got %v; want a timeout", err)
+	}
+}
+
+func TestParseNetwork(t *testing.T) {
+	for _, s := range []string{"tcp", "tcp4", "tcp6", "udp", "udp4", "udp6"} {
+		n, err := ParseNetwork(s)
+		if err != nil || n.String() != s {
+			t.Errorf("ParseNetwork(%q) = %v, %v", s, n, err)
+		}
+	}
+	for _, s := range []string{"", "ip", "unix", "tcp5", "TCP"} {
+		if _, err := ParseNetwork(s); err == nil {
+			t.Errorf("ParseNetwork(%q) accepted", s)
+		}
+	}
+	v4, v6, mapped := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("::1"), netip.MustParseAddr("::ffff:10.0.0.1")
+	if !(Network{Family: 4}).Allows(mapped) || (Network{Family: 4}).Allows(v6) || (Network{Family: 6}).Allows(v4) || !(Network{}).Allows(v6) {
+		t.Error("Allows: family checks wrong")
+	}
+}
