@@ -270,20 +270,20 @@ func dash(s string) string {
 	return s
 }
 
-func cmdReload(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sockfactory reload", flag.ContinueOnError)
+// simpleCommand runs a command that takes only -socket and nargs
+// arguments, and makes one call on the daemon; ok is printed on success.
+func simpleCommand(name, usage string, nargs int, args []string, stdout, stderr io.Writer, ok string, call func(ctx context.Context, c *sockfactory.Client, args []string) error) int {
+	fs := flag.NewFlagSet("sockfactory "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "daemon socket `path`")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sockfactory reload [--socket PATH]\n\n"+
-			"Makes the daemon re-read its configuration, as SIGHUP does (admins only). A broken file is\n"+
-			"refused with its error and the running configuration kept.\n\nFlags:\n")
+		fmt.Fprint(fs.Output(), usage+"\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return exitParse(err)
 	}
-	if fs.NArg() != 0 {
+	if fs.NArg() != nargs {
 		fs.Usage()
 		return 2
 	}
@@ -291,39 +291,24 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := c.Reload(ctx); err != nil {
+	if err := call(ctx, c, fs.Args()); err != nil {
 		fmt.Fprintln(stderr, "sockfactory:", err)
 		return 1
 	}
-	fmt.Fprintln(stdout, "reloaded")
+	fmt.Fprintln(stdout, ok)
 	return 0
 }
 
+func cmdReload(args []string, stdout, stderr io.Writer) int {
+	return simpleCommand("reload", "Usage: sockfactory reload [--socket PATH]\n\n"+
+		"Makes the daemon re-read its configuration, as SIGHUP does (admins only). A broken file is\n"+
+		"refused with its error and the running configuration kept.", 0, args, stdout, stderr, "reloaded",
+		func(ctx context.Context, c *sockfactory.Client, _ []string) error { return c.Reload(ctx) })
+}
+
 func cmdRelease(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sockfactory release", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	socket := fs.String("socket", "", "daemon socket `path`")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sockfactory release [--socket PATH] TOKEN\n\n"+
-			"Drops the daemon's reference for TOKEN. A reference belongs to the connection that holds it,\n"+
-			"so from the command line this works for admins (any token; see 'sockfactory status').\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return exitParse(err)
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 2
-	}
-	c := &sockfactory.Client{Socket: *socket}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.Release(ctx, fs.Arg(0)); err != nil {
-		fmt.Fprintln(stderr, "sockfactory:", err)
-		return 1
-	}
-	fmt.Fprintln(stdout, "released")
-	return 0
+	return simpleCommand("release", "Usage: sockfactory release [--socket PATH] TOKEN\n\n"+
+		"Drops the daemon's reference for TOKEN. A reference belongs to the connection that holds it,\n"+
+		"so from the command line this works for admins (any token; see 'sockfactory status').", 1, args, stdout, stderr, "released",
+		func(ctx context.Context, c *sockfactory.Client, a []string) error { return c.Release(ctx, a[0]) })
 }

@@ -24,6 +24,13 @@ func TestRun(t *testing.T) {
 		{"connect without address", []string{"connect"}, 2, "", "Usage: sockfactory connect"},
 		{"connect bad flag", []string{"connect", "-bogus", "x:1"}, 2, "", "flag provided but not defined"},
 		{"connect with no daemon", []string{"connect", "-socket", missing, "127.0.0.1:1"}, 1, "", "daemon unavailable"},
+		{"release without a token", []string{"release"}, 2, "", "Usage: sockfactory release"},
+		{"release with no daemon", []string{"release", "-socket", missing, "abc"}, 1, "", "daemon unavailable"},
+		{"reload with an argument", []string{"reload", "now"}, 2, "", "Usage: sockfactory reload"},
+		{"reload with no daemon", []string{"reload", "-socket", missing}, 1, "", "daemon unavailable"},
+		{"status with no daemon", []string{"status", "-socket", missing}, 1, "", "daemon unavailable"},
+		{"exec without listen", []string{"exec", "--", "true"}, 2, "", "Usage: sockfactory exec"},
+		{"exec bad listen", []string{"exec", "--listen", "http://x:1", "--", "true"}, 2, "", "unknown network"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
