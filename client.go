@@ -107,7 +107,7 @@ func (c *Client) roundTrip(ctx context.Context, req *wire.Request) (*wire.Reply,
 			}
 			return r.rep, r.files, r.err
 		case <-ctx.Done():
-			cc.abandon(req.ID)
+			cc.abandon(req.ID, ch)
 			return nil, nil, ctx.Err()
 		}
 	}
@@ -175,7 +175,7 @@ func (c *Client) hello(ctx context.Context, cc *clientConn) error {
 		}
 		return nil
 	case <-ctx.Done():
-		cc.abandon(req.ID)
+		cc.abandon(req.ID, ch)
 		return ctx.Err()
 	}
 }
@@ -233,7 +233,8 @@ func (cc *clientConn) send(id uint64, b []byte) (chan result, error) {
 	cc.pending[id] = ch
 	cc.mu.Unlock()
 	if _, _, err := cc.uc.WriteMsgUnix(b, nil, nil); err != nil {
-		cc.close(fmt.Errorf("%w: sending request: %w", ErrUnavailable, err))
+		err = fmt.Errorf("%w: sending request: %w", ErrUnavailable, err)
+		cc.close(err)
 		return nil, err
 	}
 	return ch, nil
@@ -241,18 +242,17 @@ func (cc *clientConn) send(id uint64, b []byte) (chan result, error) {
 
 // abandon forgets a request whose caller gave up; a reply that arrives
 // later has its files closed by the reader.
-func (cc *clientConn) abandon(id uint64) {
+func (cc *clientConn) abandon(id uint64, ch chan result) {
 	cc.mu.Lock()
-	ch, ok := cc.pending[id]
+	_, ok := cc.pending[id]
 	delete(cc.pending, id)
 	cc.mu.Unlock()
 	if !ok {
-		// The reply was delivered before we could forget it.
-		select {
-		case r := <-ch:
-			closeFiles(r.files)
-		default:
-		}
+		// The reader (or close) took the request off the list first: it
+		// sends its result exactly once, now or in a moment. Take it, so
+		// that a socket in it is closed rather than left to the GC.
+		r := <-ch
+		closeFiles(r.files)
 	}
 }
 

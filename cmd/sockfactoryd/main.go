@@ -278,6 +278,7 @@ func start(log *slog.Logger, cfg *config.Config, f *flags, lns []*net.UnixListen
 			ReadTimeout:    c.ReadTimeout,
 			UIDs:           c.UIDs,
 			GIDs:           c.GIDs,
+			Deny:           cfg.Policy.Deny,
 			MaxConns:       cfg.Limits.Connections,
 			MaxConnsPerUID: cfg.Limits.ConnectionsPerUID,
 			Logger:         log,
@@ -328,7 +329,7 @@ func (d *daemon) reload() error {
 		old := d.cfg.Clearwater[i]
 		for _, nc := range c.Clearwater {
 			if nc.Socket == old.Socket {
-				l.Update(clearwater.AllowList{Hosts: nc.AllowedHosts, Dirs: nc.AllowedHostsDirs}, nc.UIDs, nc.GIDs, c.Limits.Connections, c.Limits.ConnectionsPerUID)
+				l.Update(clearwater.AllowList{Hosts: nc.AllowedHosts, Dirs: nc.AllowedHostsDirs}, nc.UIDs, nc.GIDs, c.Policy.Deny, c.Limits.Connections, c.Limits.ConnectionsPerUID)
 			}
 		}
 		n := l.Reload()

@@ -72,6 +72,25 @@ func (a *AllowList) Load() ([]policy.Dest, []error) {
 	return dests, probs
 }
 
+// stamp summarizes the sources' state: each directory's entries with their
+// sizes and modification times. Equal stamps mean nothing to re-read.
+func (a *AllowList) stamp() string {
+	var b strings.Builder
+	for _, dir := range a.Dirs {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			fmt.Fprintf(&b, "%s:!%v;", dir, err)
+			continue
+		}
+		for _, e := range ents {
+			if fi, err := os.Stat(filepath.Join(dir, e.Name())); err == nil {
+				fmt.Fprintf(&b, "%s/%s:%d:%d;", dir, e.Name(), fi.Size(), fi.ModTime().UnixNano())
+			}
+		}
+	}
+	return b.String()
+}
+
 func readHostsFile(path string, add func(where, entry string)) error {
 	f, err := os.Open(path)
 	if err != nil {

@@ -2,6 +2,7 @@ package clearwater
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/netip"
 	"os"
@@ -188,7 +189,7 @@ func TestReadRequest(t *testing.T) {
 			if tc.close {
 				client.Close()
 			}
-			got, err := readRequest(server, 5*time.Second)
+			got, err := readRequest(context.Background(), server, 5*time.Second)
 			if tc.fails {
 				if err == nil {
 					t.Fatalf("readRequest(%q) = %q, nil; want an error", tc.send, got)

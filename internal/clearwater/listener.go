@@ -63,6 +63,9 @@ type Options struct {
 	// (matched as in policy rules). Empty means any caller that can open the
 	// socket, as in the original.
 	UIDs, GIDs []uint32
+	// Deny lists destinations never connected to, whatever the allow-list
+	// says or a name resolves to (the daemon's [connect] deny).
+	Deny []policy.Dest
 	// MaxConns and MaxConnsPerUID bound the connections served at once,
 	// in all and per caller uid; zero means no limit. A connection over a
 	// limit is closed without a reply, as every failure is.
@@ -82,6 +85,7 @@ type Listener struct {
 	cancel context.CancelFunc
 
 	reloadMu sync.Mutex
+	stamp    string // the allow-list sources when last read; guarded by reloadMu
 
 	mu     sync.Mutex
 	closed bool
@@ -121,9 +125,9 @@ func New(o Options) *Listener {
 
 // Update replaces the allow-list sources (Reload reads them), the callers
 // served and the connection limits, for a configuration reload.
-func (l *Listener) Update(a AllowList, uids, gids []uint32, maxConns, maxPerUID int) {
+func (l *Listener) Update(a AllowList, uids, gids []uint32, deny []policy.Dest, maxConns, maxPerUID int) {
 	l.reloadMu.Lock()
-	l.opts.Allowed, l.opts.UIDs, l.opts.GIDs = a, uids, gids
+	l.opts.Allowed, l.opts.UIDs, l.opts.GIDs, l.opts.Deny = a, uids, gids, deny
 	l.reloadMu.Unlock()
 	l.mu.Lock()
 	l.opts.MaxConns, l.opts.MaxConnsPerUID = maxConns, maxPerUID
@@ -135,6 +139,23 @@ func (l *Listener) Update(a AllowList, uids, gids []uint32, maxConns, maxPerUID 
 func (l *Listener) Reload() int {
 	l.reloadMu.Lock()
 	defer l.reloadMu.Unlock()
+	return l.reloadLocked()
+}
+
+// reloadIfChanged re-reads the allow-list after a denial, but only when a
+// source changed since the last read (by the stamps of its directories and
+// files): a caller sending denied requests in a loop costs a few stats, not
+// a re-read and a log line per bad entry each time.
+func (l *Listener) reloadIfChanged() {
+	l.reloadMu.Lock()
+	defer l.reloadMu.Unlock()
+	if l.opts.Allowed.stamp() != l.stamp {
+		l.reloadLocked()
+	}
+}
+
+func (l *Listener) reloadLocked() int {
+	l.stamp = l.opts.Allowed.stamp()
 	dests, probs := l.opts.Allowed.Load()
 	for _, p := range probs {
 		l.log.Warn("allowed hosts: entry skipped", "err", p)
@@ -145,7 +166,7 @@ func (l *Listener) Reload() int {
 		UIDs:    l.opts.UIDs,
 		GIDs:    l.opts.GIDs,
 		Connect: dests,
-	}}})
+	}}, Deny: l.opts.Deny})
 	return len(dests)
 }
 
@@ -242,7 +263,7 @@ func (l *Listener) serveConn(c *net.UnixConn) {
 	}
 	defer l.leave(caller.UID)
 
-	req, err := readRequest(c, l.opts.ReadTimeout)
+	req, err := readRequest(l.ctx, c, l.opts.ReadTimeout)
 	if err != nil {
 		log.Warn("fail", "code", wire.CodeInvalidRequest, "err", err)
 		return
@@ -262,8 +283,8 @@ func (l *Listener) serveConn(c *net.UnixConn) {
 	f, out, err := l.connect(ctx, &caller, n, t, opts)
 	if we := toWire(err); err != nil && we.Code == wire.CodeDenied {
 		// The original's intent: the allowed hosts may have changed.
-		// Read them again and decide once more.
-		l.Reload()
+		// Read them again (if they did) and decide once more.
+		l.reloadIfChanged()
 		f, out, err = l.connect(ctx, &caller, n, t, opts)
 	}
 	took := time.Since(start).Milliseconds()
@@ -323,8 +344,13 @@ func (l *Listener) connect(ctx context.Context, caller *policy.Caller, n connect
 // readRequest does what the original did: one read of at most 1023 bytes,
 // cut at the first NUL. A request filling 1024 bytes is refused as oversize
 // rather than cut.
-func readRequest(c *net.UnixConn, timeout time.Duration) (string, error) {
+func readRequest(ctx context.Context, c *net.UnixConn, timeout time.Duration) (string, error) {
 	c.SetReadDeadline(time.Now().Add(timeout))
+	if ctx.Err() != nil {
+		// Close set the deadline to now before the line above: do not
+		// make it wait out the read timeout.
+		return "", errors.New("the daemon is shutting down")
+	}
 	buf := make([]byte, MaxRequest+1)
 	n, err := c.Read(buf)
 	if err != nil {

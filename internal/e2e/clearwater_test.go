@@ -486,10 +486,13 @@ func TestIntegrationClearwaterErrors(t *testing.T) {
 	d := startCWDaemon(t, map[string][]netip.Addr{
 		"sas.test":  {netip.MustParseAddr("127.0.0.1")},
 		"evil.test": {netip.MustParseAddr("127.0.0.2")},
+		// Listed, but its answer is the unspecified address, which is on
+		// the daemon's default deny list.
+		"zero.test": {netip.MustParseAddr("0.0.0.0")},
 	}, fmt.Sprintf(`
 [[clearwater]]
 socket = "%%DIR%%/cw.sock"
-allowed_hosts = ["127.0.0.1:%s", "127.0.0.1:%s", "sas.test", "nx.test"]
+allowed_hosts = ["127.0.0.1:%s", "127.0.0.1:%s", "sas.test", "nx.test", "zero.test"]
 `, port(echo), closed), nil)
 	sock := d.cwPath("cw.sock")
 	d.cwWarmUp(t, [2]string{sock, echo}, [2]string{sock, "sas.test:" + port(echo)})
@@ -509,6 +512,7 @@ allowed_hosts = ["127.0.0.1:%s", "127.0.0.1:%s", "sas.test", "nx.test"]
 		// A name not on the list is refused before any lookup, whatever
 		// it resolves to.
 		{"name not on the list", "evil.test:" + port(echo), []string{"msg=deny", "code=denied", "not an allowed host"}},
+		{"listed name resolving to a deny-listed address", "zero.test:" + port(echo), []string{"msg=deny", "code=denied", "deny list"}},
 		{"no colon", "127.0.0.1", []string{"msg=fail", "code=invalid_request"}},
 		{"non-numeric port", "127.0.0.1:http", []string{"msg=fail", "code=invalid_request"}},
 		{"port 0", "127.0.0.1:0", []string{"msg=fail", "code=invalid_request"}},
@@ -540,8 +544,8 @@ allowed_hosts = ["127.0.0.1:%s", "127.0.0.1:%s", "sas.test", "nx.test"]
 			t.Logf("%s", d.waitLog(t, want...))
 		})
 	}
-	if n := d.countLog("msg=deny", pid); n != 3 {
-		t.Errorf("audit log has %d deny lines for this process; want 3 (one per denied request)", n)
+	if n := d.countLog("msg=deny", pid); n != 4 {
+		t.Errorf("audit log has %d deny lines for this process; want 4 (one per denied request)", n)
 	}
 	t.Run("still serving", func(t *testing.T) {
 		fd := requireGrant(t, cwRequest(t, sock, echo), "request after the failures")

@@ -96,11 +96,13 @@ func (ss *session) run() {
 
 	for {
 		idle := ss.s.idleTimeout()
+		deadline := time.Time{} // none: a reload may have turned idle closing off
 		if idle > 0 {
-			ss.c.SetReadDeadline(time.Now().Add(idle))
-			if ss.ctx.Err() != nil { // stop() may have run before the line above
-				return
-			}
+			deadline = time.Now().Add(idle)
+		}
+		ss.c.SetReadDeadline(deadline)
+		if ss.ctx.Err() != nil { // stop() may have run before the line above
+			return
 		}
 		bp, n, err := ss.readPacket()
 		if errors.Is(err, os.ErrDeadlineExceeded) && ss.ctx.Err() == nil {
@@ -250,6 +252,11 @@ func (ss *session) reply(rep *wire.Reply, f *os.File) {
 		oob = unix.UnixRights(int(f.Fd()))
 	}
 	ss.c.SetWriteDeadline(time.Now().Add(ss.s.writeTimeout))
+	if ss.ctx.Err() != nil && ss.s.ctx.Err() != nil {
+		// The server is shutting down: stop() set the deadline to now,
+		// and the line above must not hold Close for the write timeout.
+		ss.c.SetWriteDeadline(time.Now())
+	}
 	if _, _, err := ss.c.WriteMsgUnix(b, oob, nil); err != nil {
 		if ss.ctx.Err() == nil {
 			ss.log.Info("client did not take its reply; closing connection", "id", rep.ID, "err", err)
