@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"sockfactory/internal/wire"
@@ -215,16 +216,23 @@ func (c *Client) ListenPacket(ctx context.Context, network, address string, o *L
 	return &PacketConn{UDPConn: uc, Binding: b, release: c.releaser(b.Token)}, nil
 }
 
-// releaser returns a function releasing token once. A broken daemon
-// connection has released it already, so ErrUnavailable is not an error.
+// releaser returns a function releasing token, once however often it is
+// called. A broken daemon connection has released it already, so
+// ErrUnavailable, and ErrNotFound after a reconnect, are not errors.
 func (c *Client) releaser(token string) func() error {
+	var (
+		once sync.Once
+		err  error
+	)
 	return func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		err := c.Release(ctx, token)
-		if errors.Is(err, ErrUnavailable) || errors.Is(err, net.ErrClosed) {
-			return nil
-		}
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err = c.Release(ctx, token)
+			if errors.Is(err, ErrUnavailable) || errors.Is(err, net.ErrClosed) || errors.Is(err, ErrNotFound) {
+				err = nil
+			}
+		})
 		return err
 	}
 }
@@ -235,18 +243,13 @@ type Listener struct {
 	*net.TCPListener
 	// Binding describes the reference.
 	Binding *Binding
-	release func() error
-	closed  bool
+	release func() error // releases once, however often called
 }
 
 // Close closes the listener and releases the reference. Other holders of
-// a shared socket keep it.
+// a shared socket keep it. It is safe to call more than once, concurrently.
 func (l *Listener) Close() error {
 	err := l.TCPListener.Close()
-	if l.closed {
-		return err
-	}
-	l.closed = true
 	if rerr := l.release(); err == nil {
 		err = rerr
 	}
@@ -259,17 +262,13 @@ type PacketConn struct {
 	*net.UDPConn
 	// Binding describes the reference.
 	Binding *Binding
-	release func() error
-	closed  bool
+	release func() error // releases once, however often called
 }
 
-// Close closes the socket and releases the reference.
+// Close closes the socket and releases the reference. It is safe to call
+// more than once, concurrently.
 func (p *PacketConn) Close() error {
 	err := p.UDPConn.Close()
-	if p.closed {
-		return err
-	}
-	p.closed = true
 	if rerr := p.release(); err == nil {
 		err = rerr
 	}
@@ -292,7 +291,7 @@ func Listen(ctx context.Context, network, address string, o *ListenOptions) (*Li
 		return nil, err
 	}
 	release := l.release
-	l.release = func() error { err := release(); c.Close(); return err }
+	l.release = func() error { err := release(); c.Close(); return err } // Client.Close is idempotent
 	return l, nil
 }
 
