@@ -84,7 +84,7 @@ func gapsLimitedCommand(t *testing.T, nofile uint64, argv ...string) *exec.Cmd {
 	return cmd
 }
 
-// startDaemonCmd starts d with cmd (which must run bin.daemon as its own
+// startCmd starts d with cmd (which must run bin.daemon as its own
 // process, on d.config), as d.start does, and registers d.stop.
 func (d *daemon) startCmd(cmd *exec.Cmd) {
 	d.t.Helper()
@@ -214,7 +214,21 @@ users = ["root"]
 bind = ["tcp:127.0.0.1:*"]
 admin = true
 `)
-	base := bindWarmUp(t, d)
+	// Warm up (the first bind reads /proc/sys/net/core/somaxconn), then
+	// take the descriptor baseline that cleanup checks.
+	warm := &sockfactory.Client{Socket: d.socket}
+	if l, err := warm.Listen(context.Background(), "tcp", "127.0.0.1:0", nil); err != nil {
+		t.Fatalf("warm-up listen: %v", err)
+	} else {
+		l.Close()
+	}
+	warm.Close()
+	waitFor(t, "warm-up connections to end", func() bool {
+		log := d.log.String()
+		return strings.Count(log, "client connected") == strings.Count(log, "client disconnected")
+	})
+	base := gapsSettle(t, d)
+	d.checkFDs()
 
 	raw, err := net.Dial("unixpacket", d.socket)
 	if err != nil {
@@ -349,7 +363,7 @@ admin = true
 		log := d.log.String()
 		return strings.Count(log, "client connected") == strings.Count(log, "client disconnected")+1
 	})
-	base := d.fds()
+	base := gapsSettle(t, d)
 
 	conns := make([]net.Conn, 0, flood)
 	closeAll := func() {
@@ -470,6 +484,44 @@ func gapsFDsBelow(t *testing.T, pid int, n uint64) uint64 {
 		}
 	}
 	return got
+}
+
+// gapsSettle waits until every socket the daemon has open is a UNIX one
+// (its listener and client connections): the sockets of warm-up requests,
+// which it closes just after sending them, are gone. It returns the
+// daemon's descriptor count then, the baseline for later checks.
+func gapsSettle(t *testing.T, d *daemon) int {
+	t.Helper()
+	pid := d.cmd.Process.Pid
+	var other []string
+	if !poll(10*time.Second, func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		unixInodes := map[string]bool{}
+		for l := range strings.SplitSeq(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 7 {
+				unixInodes[f[6]] = true
+			}
+		}
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other = other[:0]
+		for _, e := range ents {
+			target, _ := os.Readlink(filepath.Join(dir, e.Name()))
+			if ino, ok := strings.CutPrefix(target, "socket:["); ok && !unixInodes[strings.TrimSuffix(ino, "]")] {
+				other = append(other, e.Name()+"->"+target)
+			}
+		}
+		return len(other) == 0
+	}) {
+		t.Fatalf("daemon still has non-UNIX sockets open after the warm-up: %v", other)
+	}
+	return d.fds()
 }
 
 // gapsNoFile returns pid's soft open files limit.
