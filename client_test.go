@@ -299,6 +299,16 @@ func fdDiff(a, b map[string]string) []string {
 	return d
 }
 
+// skipNoIPv6 skips a test that needs IPv6 loopback where there is none,
+// and fails it instead under SOCKFACTORY_REQUIRE_ROOT=1 (CI has ::1).
+func skipNoIPv6(t *testing.T, err error) {
+	t.Helper()
+	if os.Getenv("SOCKFACTORY_REQUIRE_ROOT") == "1" {
+		t.Fatalf("no IPv6 loopback (%v), and SOCKFACTORY_REQUIRE_ROOT=1 forbids skipping", err)
+	}
+	t.Skipf("no IPv6 loopback: %v; enable ::1 on lo to run this test", err)
+}
+
 // listen listens on network at address, skipping the test if address is
 // IPv6 and the machine has no IPv6 loopback.
 func listen(t *testing.T, network, address string) net.Listener {
@@ -306,7 +316,7 @@ func listen(t *testing.T, network, address string) net.Listener {
 	l, err := net.Listen(network, address)
 	if err != nil {
 		if strings.HasSuffix(network, "6") {
-			t.Skipf("no IPv6 loopback: %v", err)
+			skipNoIPv6(t, err)
 		}
 		t.Fatalf("listen %s %s: %v", network, address, err)
 	}
@@ -591,7 +601,7 @@ func TestDialContextUDP(t *testing.T) {
 			pc, err := net.ListenPacket(tt.listenNet, net.JoinHostPort(tt.listenHost, "0"))
 			if err != nil {
 				if tt.listenNet == "udp6" {
-					t.Skipf("no IPv6 loopback: %v", err)
+					skipNoIPv6(t, err)
 				}
 				t.Fatal(err)
 			}
