@@ -154,6 +154,20 @@ func Connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, con
 	return f, out, nil
 }
 
+// Exhausted returns the limit_exceeded error for a failure caused by the
+// daemon's own resources running out (EMFILE, ENFILE, ENOBUFS, ENOMEM),
+// whatever syscall failed, or nil for any other failure: the caller's
+// destination or address is not at fault then, and a retry may succeed.
+func Exhausted(err error) *wire.Error {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) || (errno != syscall.EMFILE && errno != syscall.ENFILE && errno != syscall.ENOBUFS && errno != syscall.ENOMEM) {
+		return nil
+	}
+	e := wire.Errorf(wire.CodeLimitExceeded, "the daemon is out of resources (%v); retry later, or raise its descriptor limit (LimitNOFILE=, ulimit -n)", errno)
+	e.Errno = int(errno)
+	return e
+}
+
 func resolveError(host string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return wire.Errorf(wire.CodeInternal, "resolving %s cancelled: the daemon is shutting down or the client left", host)
@@ -186,13 +200,10 @@ func connectError(t Target, err error) error {
 	if errors.As(err, &oe) && oe.Addr != nil {
 		target = oe.Addr.String()
 	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) && (errno == syscall.EMFILE || errno == syscall.ENFILE || errno == syscall.ENOBUFS || errno == syscall.ENOMEM) {
-		// The daemon's own resources ran out, not the destination.
-		e := wire.Errorf(wire.CodeLimitExceeded, "the daemon is out of resources (%v); retry later", errno)
-		e.Errno = int(errno)
+	if e := Exhausted(err); e != nil {
 		return e
 	}
+	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		e := wire.Errorf(wire.CodeConnectFailed, "connect to %s: %v", target, errno)
 		e.Errno = int(errno)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"sockfactory/internal/binder"
+	"sockfactory/internal/broker"
 	"sockfactory/internal/connector"
 	"sockfactory/internal/policy"
 	"sockfactory/internal/registry"
@@ -302,14 +303,11 @@ func registryError(err error) error {
 	case errors.Is(err, registry.ErrClosed):
 		return wire.Errorf(wire.CodeInternal, "the daemon is shutting down")
 	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) && (errno == syscall.EMFILE || errno == syscall.ENFILE || errno == syscall.ENOBUFS || errno == syscall.ENOMEM) {
-		// The daemon's own resources ran out, not the address.
-		e := wire.Errorf(wire.CodeLimitExceeded, "the daemon is out of resources (%v); retry later", errno)
-		e.Errno = int(errno)
+	if e := broker.Exhausted(err); e != nil {
 		return e
 	}
 	e := wire.Errorf(wire.CodeBindFailed, "%v", err)
+	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		e.Errno = int(errno)
 	}
