@@ -11,11 +11,13 @@ package registry
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"reflect"
 	"sort"
 	"sync"
 	"time"
@@ -89,27 +91,103 @@ type Holder struct {
 	App string
 }
 
-// Ref is one reference to a socket.
+// Ref is one reference to a socket. It is kept small: a cache full of
+// held sockets holds one Ref per socket.
 type Ref struct {
-	token   string
-	share   Share
-	name    string
-	holder  *Holder // nil while pending
-	owner   *Holder // who asked for it: for status
-	sock    *socket
-	expires time.Time // pending only
+	token token
+	name  string
+	// who holds the reference; for a pending token, who asked for it
+	// (shown in status; may be nil).
+	who  *Holder
+	sock *socket
+	// next is the socket's next reference.
+	next *Ref
+	// hnext and hprev link the references who holds (held ones only).
+	hnext, hprev *Ref
+	share        Share
+	// pending is true until the token is picked up; its expiry and
+	// timer are in Registry.pending.
+	pending bool
+}
+
+// socket is one cached socket. The registry keeps the bare descriptor,
+// not an *os.File (whose runtime state and cleanup cost more than the
+// rest of the entry), and duplicates it into an *os.File only to hand it
+// out. Times are nanoseconds since the registry's epoch (see
+// Registry.now), so that they keep the monotonic clock in 8 bytes.
+type socket struct {
+	addr    netip.AddrPort
+	fd      int32 // -1 once closed
+	proto   uint8 // index into Registry.protos
+	opts    *optsEntry
+	refs    *Ref // the first reference; nil while lingering
+	created int64
+	linger  time.Duration
+	idle    int64 // when the last reference went; 0 while held
+}
+
+// skey is a socket's key in Registry.sockets: Key with the protocol as
+// an index, 8 bytes smaller.
+type skey struct {
+	addr  netip.AddrPort
+	proto uint8
+}
+
+// pendingRef is what only a pending token needs.
+type pendingRef struct {
+	expires int64 // like socket.created
 	timer   *time.Timer
 }
 
-type socket struct {
-	key       Key
-	file      *os.File
-	opts      any // compared with == to decide whether options match
-	refs      map[string]*Ref
-	created   time.Time
-	linger    time.Duration
-	idleSince time.Time   // when the last reference went; zero while held
-	timer     *time.Timer // linger timer
+// holding lists the references one holder holds.
+type holding struct {
+	head *Ref
+	n    int
+}
+
+// optsEntry is one distinct value of Request.Options, shared by every
+// socket created with an equal value, so that each socket does not keep
+// its own boxed copy.
+type optsEntry struct {
+	v    any
+	refs int  // sockets using it
+	kept bool // whether it is in Registry.opts
+}
+
+// token is a reference's token: 128 random bits, shown as 32 lowercase
+// hex digits.
+type token [16]byte
+
+func (t token) String() string { return hex.EncodeToString(t[:]) }
+
+// low is the map key for t in Registry.tokens.
+func (t token) low() uint64 { return binary.LittleEndian.Uint64(t[:8]) }
+
+// parseToken accepts exactly what token.String returns.
+func parseToken(s string) (token, bool) {
+	var t token
+	if len(s) != 2*len(t) {
+		return t, false
+	}
+	for i := range t {
+		hi, ok1 := unhex(s[2*i])
+		lo, ok2 := unhex(s[2*i+1])
+		if !ok1 || !ok2 {
+			return t, false
+		}
+		t[i] = hi<<4 | lo
+	}
+	return t, true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // Errors. They wrap nothing: callers map them to protocol codes.
@@ -183,26 +261,50 @@ func (c *counts) check(l Limits, uid uint32, pending bool) error {
 type Registry struct {
 	// TokenTTL is how long a pending token may be picked up.
 	ttl time.Duration
+	// epoch is what socket and token times count from.
+	epoch time.Time
 
-	mu      sync.Mutex
-	closed  bool
-	limits  Limits
-	n       counts
-	sockets map[Key]*socket
-	tokens  map[string]*Ref
-	held    map[*Holder]map[string]*Ref
+	mu     sync.Mutex
+	closed bool
+	limits Limits
+	n      counts
+	// protos are the protocol names seen, indexed by socket.proto.
+	protos  []string
+	sockets map[skey]*socket
+	// tokens maps the first 64 bits of every token to its reference;
+	// lookups compare the whole token.
+	tokens map[uint64]*Ref
+	held   map[*Holder]*holding
+	// pending and lingering hold what only some references and sockets
+	// need: a pending token's expiry, a lingering socket's timer.
+	pending   map[*Ref]pendingRef
+	lingering map[*socket]*time.Timer
+	opts      map[any]*optsEntry
 }
 
 // New returns an empty registry whose pending tokens live ttl.
 func New(ttl time.Duration) *Registry {
-	return &Registry{
-		ttl:     ttl,
-		sockets: make(map[Key]*socket),
-		tokens:  make(map[string]*Ref),
-		held:    make(map[*Holder]map[string]*Ref),
-		n:       counts{heldByUID: map[uint32]int{}, pendingByUID: map[uint32]int{}},
-	}
+	g := &Registry{ttl: ttl, epoch: time.Now()}
+	g.reset()
+	return g
 }
+
+// reset empties every index.
+func (g *Registry) reset() {
+	g.sockets = make(map[skey]*socket)
+	g.tokens = make(map[uint64]*Ref)
+	g.held = make(map[*Holder]*holding)
+	g.pending = make(map[*Ref]pendingRef)
+	g.lingering = make(map[*socket]*time.Timer)
+	g.opts = make(map[any]*optsEntry)
+	g.n = counts{heldByUID: map[uint32]int{}, pendingByUID: map[uint32]int{}}
+}
+
+// now is the time since g.epoch, at least 1 so that 0 can mean never.
+func (g *Registry) now() int64 { return int64(time.Since(g.epoch)) + 1 }
+
+// time is the time.Time of a g.now value.
+func (g *Registry) time(t int64) time.Time { return g.epoch.Add(time.Duration(t - 1)) }
 
 // SetLimits sets the limits for references taken from now on.
 func (g *Registry) SetLimits(l Limits) {
@@ -255,77 +357,190 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 	if g.closed {
 		return nil, ErrClosed
 	}
-	s := g.sockets[r.Key]
-	if s != nil {
+	s := g.lookup(r.Key)
+	if s != nil && len(g.pending) > 0 {
 		// A token past its expiry whose timer has not run yet holds
 		// nothing: drop it now, so that it cannot block sharing.
-		now := time.Now()
-		for _, ref := range s.refs {
-			if ref.holder == nil && now.After(ref.expires) {
+		now := g.now()
+		for ref := s.refs; ref != nil; {
+			next := ref.next
+			if ref.pending && now > g.pending[ref].expires {
 				g.drop(ref)
 			}
+			ref = next
 		}
-		s = g.sockets[r.Key] // dropping the last reference may have closed it
+		s = g.lookup(r.Key) // dropping the last reference may have closed it
 	}
 	if err := g.n.check(g.limits, r.uid(), r.Pending); err != nil {
 		return nil, err
 	}
 	shared := s != nil && r.Key.Addr.Port() != 0
 	if shared {
-		for _, ref := range s.refs {
+		for ref := s.refs; ref != nil; ref = ref.next {
 			if !Compatible(ref.share, ref.name, r.Share, r.Name) {
 				return nil, fmt.Errorf("%w: %s is held with share mode %s%s; this request asks for %s%s",
 					ErrShareConflict, r.Key, ref.share, nameSuffix(ref.share, ref.name), r.Share, nameSuffix(r.Share, r.Name))
 			}
 		}
-		if s.opts != r.Options {
+		if s.opts.v != r.Options {
 			return nil, fmt.Errorf("%w: %s", ErrOptionsDiffer, r.Key)
 		}
 	} else {
-		f, local, err := r.Create()
-		if err != nil {
+		var err error
+		if s, err = g.create(r); err != nil {
 			return nil, err
 		}
-		s = &socket{key: Key{r.Key.Proto, local}, file: f, opts: r.Options, refs: make(map[string]*Ref), created: time.Now()}
-		if old := g.sockets[s.key]; old != nil {
-			// The kernel let a port-0 bind land on a cached port (only
-			// possible with reuse options): keep the cache consistent
-			// by refusing it.
-			f.Close()
-			return nil, fmt.Errorf("%w: the system picked port %d, already cached", ErrShareConflict, local.Port())
-		}
-		g.sockets[s.key] = s
 	}
-	dup, err := g.dupFile(s, r.Pending)
-	if err != nil {
-		if len(s.refs) == 0 && !shared {
-			g.closeSocket(s)
+	var dup *os.File
+	if !r.Pending {
+		var err error
+		if dup, err = g.dupFile(s); err != nil {
+			if s.refs == nil && !shared {
+				g.closeSocket(s)
+			}
+			return nil, err
 		}
-		return nil, err
 	}
 	s.linger = r.Linger
-	if s.timer != nil {
-		s.timer.Stop()
-		s.timer = nil
+	if s.idle != 0 {
+		if t := g.lingering[s]; t != nil {
+			t.Stop()
+			delete(g.lingering, s)
+		}
+		s.idle = 0
 	}
-	s.idleSince = time.Time{}
-	ref := &Ref{token: newToken(), share: r.Share, name: r.Name, owner: r.Holder, sock: s}
-	for g.tokens[ref.token] != nil {
-		ref.token = newToken()
-	}
-	s.refs[ref.token] = ref
-	g.tokens[ref.token] = ref
-	grant := &Grant{Token: ref.token, Key: s.key, File: dup, Shared: shared}
+	ref := &Ref{token: g.newToken(), share: r.Share, name: r.Name, who: r.Holder, sock: s, pending: r.Pending, next: s.refs}
+	s.refs = ref
+	g.tokens[ref.token.low()] = ref
+	grant := &Grant{Token: ref.token.String(), Key: g.key(s), File: dup, Shared: shared}
 	if r.Pending {
 		g.n.add(r.uid(), true, 1)
-		ref.expires = time.Now().Add(g.ttl)
-		grant.Expires = ref.expires
-		tok := ref.token
-		ref.timer = time.AfterFunc(g.ttl, func() { g.expire(tok) })
+		p := pendingRef{expires: g.now() + int64(g.ttl)}
+		grant.Expires = g.time(p.expires)
+		p.timer = time.AfterFunc(g.ttl, func() { g.expire(ref) })
+		g.pending[ref] = p
 	} else {
 		g.hold(ref, r.Holder)
 	}
 	return grant, nil
+}
+
+// lookup returns the cached socket for k, or nil.
+func (g *Registry) lookup(k Key) *socket {
+	for i, p := range g.protos {
+		if p == k.Proto {
+			return g.sockets[skey{k.Addr, uint8(i)}]
+		}
+	}
+	return nil
+}
+
+// key is s's Key.
+func (g *Registry) key(s *socket) Key { return Key{g.protos[s.proto], s.addr} }
+
+// create makes and caches the socket for r, keeping only its descriptor.
+func (g *Registry) create(r *Request) (*socket, error) {
+	proto := -1
+	for i, p := range g.protos {
+		if p == r.Key.Proto {
+			proto = i
+		}
+	}
+	if proto < 0 {
+		if len(g.protos) > 255 {
+			return nil, fmt.Errorf("caching a %q socket: the registry tells at most 256 protocols apart", r.Key.Proto)
+		}
+		proto = len(g.protos)
+		g.protos = append(g.protos, r.Key.Proto)
+	}
+	f, local, err := r.Create()
+	if err != nil {
+		return nil, err
+	}
+	fd, err := takeFD(f)
+	if err != nil {
+		return nil, err
+	}
+	k := skey{local, uint8(proto)}
+	if g.sockets[k] != nil {
+		// The kernel let a port-0 bind land on a cached port (only
+		// possible with reuse options): keep the cache consistent
+		// by refusing it.
+		unix.Close(fd)
+		return nil, fmt.Errorf("%w: the system picked port %d, already cached", ErrShareConflict, local.Port())
+	}
+	s := &socket{addr: local, fd: int32(fd), proto: uint8(proto), opts: g.internOpts(r.Options), created: g.now()}
+	g.sockets[k] = s
+	return s, nil
+}
+
+// takeFD returns a close-on-exec duplicate of f's descriptor and closes f.
+// (f.Fd would leave f's cleanup to close the descriptor later.)
+func takeFD(f *os.File) (int, error) {
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(s uintptr) {
+		fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr)
+	}
+	return fd, nil
+}
+
+// internOpts returns the shared entry for v, counting one more socket.
+// Values that cannot be map keys, or are not equal to themselves (a NaN
+// inside), get an entry of their own.
+func (g *Registry) internOpts(v any) *optsEntry {
+	keep := v == nil || (reflect.ValueOf(v).Comparable() && v == v)
+	if keep {
+		if e := g.opts[v]; e != nil {
+			e.refs++
+			return e
+		}
+	}
+	e := &optsEntry{v: v, refs: 1, kept: keep}
+	if keep {
+		g.opts[v] = e
+	}
+	return e
+}
+
+func (g *Registry) releaseOpts(e *optsEntry) {
+	e.refs--
+	if e.refs == 0 && e.kept && g.opts[e.v] == e {
+		delete(g.opts, e.v)
+	}
+}
+
+// newToken returns 128 random bits whose first 64 no other token has.
+func (g *Registry) newToken() token {
+	for {
+		var t token
+		rand.Read(t[:]) // crypto/rand.Read never fails on Linux
+		if g.tokens[t.low()] == nil {
+			return t
+		}
+	}
+}
+
+// ref returns the reference s stands for, or nil.
+func (g *Registry) ref(s string) *Ref {
+	t, ok := parseToken(s)
+	if !ok {
+		return nil
+	}
+	if ref := g.tokens[t.low()]; ref != nil && ref.token == t {
+		return ref
+	}
+	return nil
 }
 
 func (r *Request) uid() uint32 {
@@ -335,6 +550,13 @@ func (r *Request) uid() uint32 {
 	return r.Holder.UID
 }
 
+func uidOf(h *Holder) uint32 {
+	if h == nil {
+		return 0
+	}
+	return h.UID
+}
+
 func nameSuffix(s Share, name string) string {
 	if s == ShareSameName && name != "" {
 		return fmt.Sprintf(" (name %q)", name)
@@ -342,38 +564,60 @@ func nameSuffix(s Share, name string) string {
 	return ""
 }
 
-// dupFile duplicates s's fd for sending, unless pending.
-func (g *Registry) dupFile(s *socket, pending bool) (*os.File, error) {
-	if pending {
-		return nil, nil
-	}
-	rc, err := s.file.SyscallConn()
+// dupFile duplicates s's fd for sending; the caller owns the result.
+func (g *Registry) dupFile(s *socket) (*os.File, error) {
+	nfd, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
 	}
-	nfd := -1
-	var dupErr error
-	if err := rc.Control(func(fd uintptr) {
-		nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return nil, err
-	}
-	if dupErr != nil {
-		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr)
-	}
-	return os.NewFile(uintptr(nfd), s.file.Name()), nil
+	return os.NewFile(uintptr(nfd), g.fileName(s)), nil
 }
 
+// fileName names s as binder.Create does: "tcp:127.0.0.1:53".
+func (g *Registry) fileName(s *socket) string {
+	var buf [64]byte
+	b := append(buf[:0], g.protos[s.proto]...)
+	b = append(b, ':')
+	return string(s.addr.AppendTo(b))
+}
+
+// hold makes ref h's.
 func (g *Registry) hold(ref *Ref, h *Holder) {
 	g.n.add(h.UID, false, 1)
-	ref.holder = h
-	ref.owner = h
-	m := g.held[h]
-	if m == nil {
-		m = make(map[string]*Ref)
-		g.held[h] = m
+	ref.who = h
+	ref.pending = false
+	hl := g.held[h]
+	if hl == nil {
+		hl = &holding{}
+		g.held[h] = hl
 	}
-	m[ref.token] = ref
+	ref.hprev, ref.hnext = nil, hl.head
+	if hl.head != nil {
+		hl.head.hprev = ref
+	}
+	hl.head = ref
+	hl.n++
+}
+
+// unhold takes the held ref off its holder's list.
+func (g *Registry) unhold(ref *Ref) {
+	hl := g.held[ref.who]
+	if hl == nil {
+		return
+	}
+	if ref.hprev != nil {
+		ref.hprev.hnext = ref.hnext
+	} else if hl.head == ref {
+		hl.head = ref.hnext
+	}
+	if ref.hnext != nil {
+		ref.hnext.hprev = ref.hprev
+	}
+	ref.hprev, ref.hnext = nil, nil
+	hl.n--
+	if hl.n == 0 {
+		delete(g.held, ref.who)
+	}
 }
 
 // Pickup turns a pending token into a reference held by h. allowed is asked
@@ -382,29 +626,30 @@ func (g *Registry) hold(ref *Ref, h *Holder) {
 func (g *Registry) Pickup(token string, h *Holder, allowed func(Key) bool) (*Grant, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	ref := g.tokens[token]
-	if ref == nil || ref.holder != nil || time.Now().After(ref.expires) {
+	ref := g.ref(token)
+	if ref == nil || !ref.pending {
+		return nil, ErrNoToken
+	}
+	p := g.pending[ref]
+	if g.now() > p.expires {
 		return nil, ErrNoToken
 	}
 	if err := g.n.check(g.limits, h.UID, false); err != nil {
 		return nil, err
 	}
-	if !allowed(ref.sock.key) {
-		return nil, fmt.Errorf("%w: policy does not let this caller obtain %s", ErrNoToken, ref.sock.key)
+	s := ref.sock
+	if !allowed(g.key(s)) {
+		return nil, fmt.Errorf("%w: policy does not let this caller obtain %s", ErrNoToken, g.key(s))
 	}
-	dup, err := g.dupFile(ref.sock, false)
+	dup, err := g.dupFile(s)
 	if err != nil {
 		return nil, err
 	}
-	ref.timer.Stop()
-	ref.expires = time.Time{}
-	uid := uint32(0)
-	if ref.owner != nil {
-		uid = ref.owner.UID
-	}
-	g.n.add(uid, true, -1)
+	p.timer.Stop()
+	delete(g.pending, ref)
+	g.n.add(uidOf(ref.who), true, -1)
 	g.hold(ref, h)
-	return &Grant{Token: token, Key: ref.sock.key, File: dup, Shared: len(ref.sock.refs) > 1}, nil
+	return &Grant{Token: token, Key: g.key(s), File: dup, Shared: s.refs.next != nil}, nil
 }
 
 // Release drops the reference token stands for. Only its holder may, or
@@ -413,11 +658,11 @@ func (g *Registry) Pickup(token string, h *Holder, allowed func(Key) bool) (*Gra
 func (g *Registry) Release(token string, h *Holder, admin bool) (Key, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	ref := g.tokens[token]
-	if ref == nil || !(admin || ref.holder == h || (ref.holder == nil && ref.owner == h)) {
+	ref := g.ref(token)
+	if ref == nil || !(admin || ref.who == h) {
 		return Key{}, ErrNoToken
 	}
-	key := ref.sock.key
+	key := g.key(ref.sock)
 	g.drop(ref)
 	return key, nil
 }
@@ -427,20 +672,25 @@ func (g *Registry) Release(token string, h *Holder, admin bool) (Key, error) {
 func (g *Registry) ReleaseHolder(h *Holder) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	refs := g.held[h]
-	n := len(refs) // drop deletes from refs as it goes
-	for _, ref := range refs {
+	hl := g.held[h]
+	if hl == nil {
+		return 0
+	}
+	n := hl.n
+	for ref := hl.head; ref != nil; {
+		next := ref.hnext // drop unlinks ref
 		g.drop(ref)
+		ref = next
 	}
 	delete(g.held, h)
 	return n
 }
 
 // expire drops a pending token whose time ran out.
-func (g *Registry) expire(token string) {
+func (g *Registry) expire(ref *Ref) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if ref := g.tokens[token]; ref != nil && ref.holder == nil {
+	if _, ok := g.pending[ref]; ok {
 		g.drop(ref)
 	}
 }
@@ -449,55 +699,61 @@ func (g *Registry) expire(token string) {
 // linger time.
 func (g *Registry) drop(ref *Ref) {
 	s := ref.sock
-	delete(s.refs, ref.token)
-	delete(g.tokens, ref.token)
-	if ref.timer != nil {
-		ref.timer.Stop()
-	}
-	if ref.holder != nil {
-		g.n.add(ref.holder.UID, false, -1)
-	} else if ref.owner != nil {
-		g.n.add(ref.owner.UID, true, -1)
-	} else {
-		g.n.add(0, true, -1)
-	}
-	if ref.holder != nil {
-		if m := g.held[ref.holder]; m != nil {
-			delete(m, ref.token)
-			if len(m) == 0 {
-				delete(g.held, ref.holder)
-			}
+	for p := &s.refs; *p != nil; p = &(*p).next {
+		if *p == ref {
+			*p = ref.next
+			break
 		}
 	}
-	if len(s.refs) > 0 {
+	ref.next = nil
+	delete(g.tokens, ref.token.low())
+	if ref.pending {
+		if p, ok := g.pending[ref]; ok {
+			p.timer.Stop()
+			delete(g.pending, ref)
+		}
+		g.n.add(uidOf(ref.who), true, -1)
+	} else {
+		g.n.add(ref.who.UID, false, -1)
+		g.unhold(ref)
+	}
+	if s.refs != nil {
 		return
 	}
 	if s.linger <= 0 || g.closed {
 		g.closeSocket(s)
 		return
 	}
-	s.idleSince = time.Now()
+	s.idle = g.now()
 	// A timer that fired while Acquire held the lock cannot be stopped:
 	// only the socket's current timer may close it.
 	var t *time.Timer
 	t = time.AfterFunc(s.linger, func() {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		if s.timer == t && len(s.refs) == 0 && g.sockets[s.key] == s && !s.idleSince.IsZero() {
+		if g.lingering[s] == t && s.refs == nil && s.idle != 0 {
 			g.closeSocket(s)
 		}
 	})
-	s.timer = t
+	g.lingering[s] = t
 }
 
+// closeSocket uncaches s and closes its fd, once.
 func (g *Registry) closeSocket(s *socket) {
-	if s.timer != nil {
-		s.timer.Stop()
+	if s.fd < 0 {
+		return
 	}
-	if g.sockets[s.key] == s {
-		delete(g.sockets, s.key)
+	if t := g.lingering[s]; t != nil {
+		t.Stop()
+		delete(g.lingering, s)
 	}
-	s.file.Close()
+	k := skey{s.addr, s.proto}
+	if g.sockets[k] == s {
+		delete(g.sockets, k)
+	}
+	g.releaseOpts(s.opts)
+	unix.Close(int(s.fd))
+	s.fd = -1
 }
 
 // Close drops every reference and closes every socket.
@@ -505,24 +761,23 @@ func (g *Registry) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.closed = true
-	for _, ref := range g.tokens {
-		if ref.timer != nil {
-			ref.timer.Stop()
-		}
+	for _, p := range g.pending {
+		p.timer.Stop()
 	}
 	for _, s := range g.sockets {
 		g.closeSocket(s)
 	}
-	g.tokens = map[string]*Ref{}
-	g.held = map[*Holder]map[string]*Ref{}
-	g.n = counts{heldByUID: map[uint32]int{}, pendingByUID: map[uint32]int{}}
+	g.reset()
 }
 
 // Holds reports how many references h holds.
 func (g *Registry) Holds(h *Holder) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return len(g.held[h])
+	if hl := g.held[h]; hl != nil {
+		return hl.n
+	}
+	return 0
 }
 
 // SetApp sets h's application name, shown in status.
@@ -569,17 +824,23 @@ func (g *Registry) Status(h *Holder, all bool) []SocketInfo {
 	defer g.mu.Unlock()
 	var out []SocketInfo
 	for _, s := range g.sockets {
-		info := SocketInfo{Key: s.key, Created: s.created, Linger: s.linger, IdleSince: s.idleSince}
+		info := SocketInfo{Key: g.key(s), Created: g.time(s.created), Linger: s.linger}
+		if s.idle != 0 {
+			info.IdleSince = g.time(s.idle)
+		}
 		mine := false
-		for _, ref := range s.refs {
-			ri := RefInfo{Share: ref.share, Name: ref.name, Pending: ref.holder == nil, Expires: ref.expires, Own: ref.owner == h}
-			if ref.owner != nil {
-				ri.Holder = *ref.owner
+		for ref := s.refs; ref != nil; ref = ref.next {
+			ri := RefInfo{Share: ref.share, Name: ref.name, Pending: ref.pending, Own: ref.who == h}
+			if ref.pending {
+				ri.Expires = g.time(g.pending[ref].expires)
+			}
+			if ref.who != nil {
+				ri.Holder = *ref.who
 			}
 			if ri.Own || all {
-				ri.Token = ref.token
+				ri.Token = ref.token.String()
 			}
-			mine = mine || ri.Own || (h != nil && ref.owner != nil && ref.owner.UID == h.UID)
+			mine = mine || ri.Own || (h != nil && ref.who != nil && ref.who.UID == h.UID)
 			info.Refs = append(info.Refs, ri)
 		}
 		if all || mine {
@@ -594,11 +855,4 @@ func (g *Registry) Status(h *Holder, all bool) []SocketInfo {
 		return out[i].Key.Addr.Compare(out[j].Key.Addr) < 0
 	})
 	return out
-}
-
-// newToken returns 128 random bits, hex-encoded.
-func newToken() string {
-	var b [16]byte
-	rand.Read(b[:]) // crypto/rand.Read never fails on Linux
-	return hex.EncodeToString(b[:])
 }
