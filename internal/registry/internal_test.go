@@ -37,7 +37,7 @@ func wantEmpty(t *testing.T, g *Registry) {
 	t.Helper()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	lens := map[string]int{"sockets": len(g.sockets), "tokens": len(g.tokens), "held": len(g.held),
+	lens := map[string]int{"sockets": g.sockets.n, "tokens": g.tokens.n, "held": len(g.held),
 		"pending": len(g.pending), "lingering": len(g.lingering), "opts": len(g.opts),
 		"heldByUID": len(g.n.heldByUID), "pendingByUID": len(g.n.pendingByUID)}
 	for name, n := range lens {
@@ -147,8 +147,8 @@ func TestOptionsInterned(t *testing.T) {
 	wantEmpty(t, g)
 }
 
-// TestTokenLowBitsCollide: a token that shares its index bits with a
-// live one but differs elsewhere is unknown.
+// TestTokenLowBitsCollide: a token that shares its hash with a live one
+// but differs elsewhere is unknown.
 func TestTokenLowBitsCollide(t *testing.T) {
 	g := New(time.Minute)
 	defer g.Close()

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"os"
 	"reflect"
@@ -126,13 +127,6 @@ type socket struct {
 	idle    int64 // when the last reference went; 0 while held
 }
 
-// skey is a socket's key in Registry.sockets: Key with the protocol as
-// an index, 8 bytes smaller.
-type skey struct {
-	addr  netip.AddrPort
-	proto uint8
-}
-
 // pendingRef is what only a pending token needs.
 type pendingRef struct {
 	expires int64 // like socket.created
@@ -160,8 +154,9 @@ type token [16]byte
 
 func (t token) String() string { return hex.EncodeToString(t[:]) }
 
-// low is the map key for t in Registry.tokens.
-func (t token) low() uint64 { return binary.LittleEndian.Uint64(t[:8]) }
+// hash is t's hash in Registry.tokens: its first 64 bits, which are
+// random.
+func (t token) hash() uint64 { return binary.LittleEndian.Uint64(t[:8]) }
 
 // parseToken accepts exactly what token.String returns.
 func parseToken(s string) (token, bool) {
@@ -269,12 +264,13 @@ type Registry struct {
 	limits Limits
 	n      counts
 	// protos are the protocol names seen, indexed by socket.proto.
-	protos  []string
-	sockets map[skey]*socket
-	// tokens maps the first 64 bits of every token to its reference;
-	// lookups compare the whole token.
-	tokens map[uint64]*Ref
-	held   map[*Holder]*holding
+	protos []string
+	// sockets and tokens index the cached sockets by key and the
+	// references by token.
+	seed    maphash.Seed
+	sockets table[*socket]
+	tokens  table[*Ref]
+	held    map[*Holder]*holding
 	// pending and lingering hold what only some references and sockets
 	// need: a pending token's expiry, a lingering socket's timer.
 	pending   map[*Ref]pendingRef
@@ -284,15 +280,15 @@ type Registry struct {
 
 // New returns an empty registry whose pending tokens live ttl.
 func New(ttl time.Duration) *Registry {
-	g := &Registry{ttl: ttl, epoch: time.Now()}
+	g := &Registry{ttl: ttl, epoch: time.Now(), seed: maphash.MakeSeed()}
 	g.reset()
 	return g
 }
 
 // reset empties every index.
 func (g *Registry) reset() {
-	g.sockets = make(map[skey]*socket)
-	g.tokens = make(map[uint64]*Ref)
+	g.sockets = newTable(func(s *socket) uint64 { return g.keyHash(s.addr, s.proto) })
+	g.tokens = newTable(func(r *Ref) uint64 { return r.token.hash() })
 	g.held = make(map[*Holder]*holding)
 	g.pending = make(map[*Ref]pendingRef)
 	g.lingering = make(map[*socket]*time.Timer)
@@ -411,7 +407,7 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 	}
 	ref := &Ref{token: g.newToken(), share: r.Share, name: r.Name, who: r.Holder, sock: s, pending: r.Pending, next: s.refs}
 	s.refs = ref
-	g.tokens[ref.token.low()] = ref
+	g.tokens.insert(ref)
 	grant := &Grant{Token: ref.token.String(), Key: g.key(s), File: dup, Shared: shared}
 	if r.Pending {
 		g.n.add(r.uid(), true, 1)
@@ -429,10 +425,27 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 func (g *Registry) lookup(k Key) *socket {
 	for i, p := range g.protos {
 		if p == k.Proto {
-			return g.sockets[skey{k.Addr, uint8(i)}]
+			return g.find(k.Addr, uint8(i))
 		}
 	}
 	return nil
+}
+
+func (g *Registry) find(addr netip.AddrPort, proto uint8) *socket {
+	return g.sockets.find(g.keyHash(addr, proto), func(s *socket) bool { return s.addr == addr && s.proto == proto })
+}
+
+// keyHash hashes a socket's key.
+func (g *Registry) keyHash(addr netip.AddrPort, proto uint8) uint64 {
+	var b [19]byte
+	a := addr.Addr().As16()
+	copy(b[:], a[:])
+	b[16], b[17], b[18] = byte(addr.Port()>>8), byte(addr.Port()), proto
+	h := maphash.Bytes(g.seed, b[:])
+	if z := addr.Addr().Zone(); z != "" {
+		h ^= maphash.String(g.seed, z)
+	}
+	return h
 }
 
 // key is s's Key.
@@ -461,8 +474,7 @@ func (g *Registry) create(r *Request) (*socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := skey{local, uint8(proto)}
-	if g.sockets[k] != nil {
+	if g.find(local, uint8(proto)) != nil {
 		// The kernel let a port-0 bind land on a cached port (only
 		// possible with reuse options): keep the cache consistent
 		// by refusing it.
@@ -470,7 +482,7 @@ func (g *Registry) create(r *Request) (*socket, error) {
 		return nil, fmt.Errorf("%w: the system picked port %d, already cached", ErrShareConflict, local.Port())
 	}
 	s := &socket{addr: local, fd: int32(fd), proto: uint8(proto), opts: g.internOpts(r.Options), created: g.now()}
-	g.sockets[k] = s
+	g.sockets.insert(s)
 	return s, nil
 }
 
@@ -520,15 +532,19 @@ func (g *Registry) releaseOpts(e *optsEntry) {
 	}
 }
 
-// newToken returns 128 random bits whose first 64 no other token has.
+// newToken returns 128 random bits that no other token has.
 func (g *Registry) newToken() token {
 	for {
 		var t token
 		rand.Read(t[:]) // crypto/rand.Read never fails on Linux
-		if g.tokens[t.low()] == nil {
+		if g.findToken(t) == nil {
 			return t
 		}
 	}
+}
+
+func (g *Registry) findToken(t token) *Ref {
+	return g.tokens.find(t.hash(), func(r *Ref) bool { return r.token == t })
 }
 
 // ref returns the reference s stands for, or nil.
@@ -537,10 +553,7 @@ func (g *Registry) ref(s string) *Ref {
 	if !ok {
 		return nil
 	}
-	if ref := g.tokens[t.low()]; ref != nil && ref.token == t {
-		return ref
-	}
-	return nil
+	return g.findToken(t)
 }
 
 func (r *Request) uid() uint32 {
@@ -706,7 +719,7 @@ func (g *Registry) drop(ref *Ref) {
 		}
 	}
 	ref.next = nil
-	delete(g.tokens, ref.token.low())
+	g.tokens.remove(ref)
 	if ref.pending {
 		if p, ok := g.pending[ref]; ok {
 			p.timer.Stop()
@@ -747,10 +760,7 @@ func (g *Registry) closeSocket(s *socket) {
 		t.Stop()
 		delete(g.lingering, s)
 	}
-	k := skey{s.addr, s.proto}
-	if g.sockets[k] == s {
-		delete(g.sockets, k)
-	}
+	g.sockets.remove(s)
 	g.releaseOpts(s.opts)
 	unix.Close(int(s.fd))
 	s.fd = -1
@@ -764,7 +774,7 @@ func (g *Registry) Close() {
 	for _, p := range g.pending {
 		p.timer.Stop()
 	}
-	for _, s := range g.sockets {
+	for _, s := range g.sockets.all() {
 		g.closeSocket(s)
 	}
 	g.reset()
@@ -792,7 +802,7 @@ func (g *Registry) SetApp(h *Holder, app string) {
 func (g *Registry) Counts() (sockets, refs int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return len(g.sockets), len(g.tokens)
+	return g.sockets.n, g.tokens.n
 }
 
 // SocketInfo describes a cached socket for status.
@@ -823,7 +833,10 @@ func (g *Registry) Status(h *Holder, all bool) []SocketInfo {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var out []SocketInfo
-	for _, s := range g.sockets {
+	for _, s := range g.sockets.slots {
+		if s == nil {
+			continue
+		}
 		info := SocketInfo{Key: g.key(s), Created: g.time(s.created), Linger: s.linger}
 		if s.idle != 0 {
 			info.IdleSince = g.time(s.idle)

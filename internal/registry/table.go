@@ -1,0 +1,104 @@
+package registry
+
+// table is an open-addressing hash set (linear probing, backward-shift
+// deletion) of entries that carry their own keys, such as *socket: it
+// spends 8 bytes a slot where a Go map would hold the key and a pointer
+// (56 bytes for a socket's key). It keeps its load between 1/8 and 3/4,
+// and gives memory back as it empties. Growing or shrinking rehashes
+// every entry at once.
+type table[E comparable] struct {
+	slots []E // len is 0 or a power of two
+	n     int
+	hash  func(E) uint64
+}
+
+func newTable[E comparable](hash func(E) uint64) table[E] {
+	return table[E]{hash: hash}
+}
+
+// find returns the entry whose hash is h and for which match is true, or
+// the zero E.
+func (t *table[E]) find(h uint64, match func(E) bool) E {
+	var zero E
+	if t.n == 0 {
+		return zero
+	}
+	mask := uint64(len(t.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		if e := t.slots[i]; e == zero || match(e) {
+			return e
+		}
+	}
+}
+
+// insert adds e, which must not be in t yet.
+func (t *table[E]) insert(e E) {
+	if (t.n+1)*4 > len(t.slots)*3 {
+		t.resize(max(8, 2*len(t.slots)))
+	}
+	t.put(e)
+	t.n++
+}
+
+func (t *table[E]) put(e E) {
+	var zero E
+	mask := uint64(len(t.slots) - 1)
+	i := t.hash(e) & mask
+	for t.slots[i] != zero {
+		i = (i + 1) & mask
+	}
+	t.slots[i] = e
+}
+
+func (t *table[E]) resize(size int) {
+	var zero E
+	old := t.slots
+	t.slots = make([]E, size)
+	for _, e := range old {
+		if e != zero {
+			t.put(e)
+		}
+	}
+}
+
+// remove deletes e and reports whether it was there.
+func (t *table[E]) remove(e E) bool {
+	var zero E
+	if t.n == 0 || e == zero {
+		return false
+	}
+	mask := uint64(len(t.slots) - 1)
+	i := t.hash(e) & mask
+	for ; t.slots[i] != e; i = (i + 1) & mask {
+		if t.slots[i] == zero {
+			return false
+		}
+	}
+	// Close the hole at i: move back every later entry of the run whose
+	// probe path, from its home slot to where it is, passes through i.
+	for j := (i + 1) & mask; t.slots[j] != zero; j = (j + 1) & mask {
+		home := t.hash(t.slots[j]) & mask
+		if (j-home)&mask >= (j-i)&mask {
+			t.slots[i] = t.slots[j]
+			i = j
+		}
+	}
+	t.slots[i] = zero
+	t.n--
+	if len(t.slots) > 8 && t.n*8 < len(t.slots) {
+		t.resize(len(t.slots) / 2)
+	}
+	return true
+}
+
+// all returns the entries, in no particular order.
+func (t *table[E]) all() []E {
+	var zero E
+	out := make([]E, 0, t.n)
+	for _, e := range t.slots {
+		if e != zero {
+			out = append(out, e)
+		}
+	}
+	return out
+}
