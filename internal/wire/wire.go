@@ -316,7 +316,20 @@ var ErrTooLarge = fmt.Errorf("message exceeds %d bytes", MaxMessageSize)
 // JSON object of known fields with valid UTF-8, and checks the version and
 // that the op's parameters are present. On failure it returns the request ID
 // when it could be read, so that the error reply can name it, and an *Error.
+//
+// The common shapes of a request are read in one pass (decodeRequestFast);
+// anything else takes the strict reference path, decodeRequestStrict, so that
+// both accept the same packets with the same results and error messages.
 func DecodeRequest(b []byte) (*Request, error) {
+	if req := decodeRequestFast(b); req != nil {
+		return req, checkRequest(req)
+	}
+	return decodeRequestStrict(b)
+}
+
+// decodeRequestStrict is DecodeRequest built on encoding/json alone: the
+// reference that the fast path must agree with.
+func decodeRequestStrict(b []byte) (*Request, error) {
 	var req Request
 	if err := decodeStrict(b, &req); err != nil {
 		// Read the ID leniently so that the error reply can name the
@@ -339,51 +352,73 @@ func DecodeRequest(b []byte) (*Request, error) {
 		}
 		return &Request{ID: probe.ID}, &Error{Code: CodeInvalidRequest, Message: err.Error()}
 	}
+	return &req, checkRequest(&req)
+}
+
+// checkRequest checks a decoded request's version and that the op's
+// parameters are present. It returns nil or an *Error.
+func checkRequest(req *Request) error {
 	if req.V != Version {
-		return &req, Errorf(CodeUnsupportedVersion, "protocol version %d is not supported; this daemon speaks version %d", req.V, Version)
+		return Errorf(CodeUnsupportedVersion, "protocol version %d is not supported; this daemon speaks version %d", req.V, Version)
 	}
 	switch req.Op {
 	case OpConnect:
 		if req.Connect == nil {
-			return &req, Errorf(CodeInvalidRequest, `op "connect" needs a "connect" object`)
+			return Errorf(CodeInvalidRequest, `op "connect" needs a "connect" object`)
 		}
 		if req.Connect.TimeoutMS < 0 {
-			return &req, Errorf(CodeInvalidRequest, "timeout_ms must not be negative")
+			return Errorf(CodeInvalidRequest, "timeout_ms must not be negative")
 		}
 	case OpHello:
 		if req.Hello == nil {
-			return &req, Errorf(CodeInvalidRequest, `op "hello" needs a "hello" object`)
+			return Errorf(CodeInvalidRequest, `op "hello" needs a "hello" object`)
 		}
 	case OpBind:
 		if req.Bind == nil {
-			return &req, Errorf(CodeInvalidRequest, `op "bind" needs a "bind" object`)
+			return Errorf(CodeInvalidRequest, `op "bind" needs a "bind" object`)
 		}
 	case OpPickup, OpRelease:
 		if req.Token == nil {
-			return &req, Errorf(CodeInvalidRequest, `op %q needs a "token" object`, req.Op)
+			return Errorf(CodeInvalidRequest, `op %q needs a "token" object`, req.Op)
 		}
 	case OpStatus, OpReload:
 	case "":
-		return &req, Errorf(CodeInvalidRequest, `missing "op"`)
+		return Errorf(CodeInvalidRequest, `missing "op"`)
 	default:
-		return &req, Errorf(CodeInvalidRequest, "unknown op %q", req.Op)
+		return Errorf(CodeInvalidRequest, "unknown op %q", req.Op)
 	}
-	return &req, nil
+	return nil
 }
 
-// DecodeReply parses one reply packet.
+// DecodeReply parses one reply packet. Like DecodeRequest, it reads the
+// common shapes in one pass and everything else, status replies included,
+// with the strict reference path.
 func DecodeReply(b []byte) (*Reply, error) {
+	if rep := decodeReplyFast(b); rep != nil {
+		return rep, checkReply(rep)
+	}
+	return decodeReplyStrict(b)
+}
+
+// decodeReplyStrict is DecodeReply built on encoding/json alone: the
+// reference that the fast path must agree with.
+func decodeReplyStrict(b []byte) (*Reply, error) {
 	var rep Reply
 	if err := decodeStrict(b, &rep); err != nil {
 		return nil, err
 	}
+	return &rep, checkReply(&rep)
+}
+
+// checkReply checks a decoded reply's version and fd count.
+func checkReply(rep *Reply) error {
 	if rep.V != Version {
-		return &rep, fmt.Errorf("reply has protocol version %d, want %d", rep.V, Version)
+		return fmt.Errorf("reply has protocol version %d, want %d", rep.V, Version)
 	}
 	if rep.FDs < 0 || rep.FDs > MaxFDs {
-		return &rep, fmt.Errorf("reply announces %d fds; at most %d allowed", rep.FDs, MaxFDs)
+		return fmt.Errorf("reply announces %d fds; at most %d allowed", rep.FDs, MaxFDs)
 	}
-	return &rep, nil
+	return nil
 }
 
 // MaxErrorMessage is the longest error message a reply carries; longer
@@ -391,9 +426,30 @@ func DecodeReply(b []byte) (*Reply, error) {
 const MaxErrorMessage = 1024
 
 // Encode marshals a message and checks its size. An error message longer
-// than MaxErrorMessage is cut first.
-
+// than MaxErrorMessage is cut first. A *Request or *Reply is written by
+// AppendRequest or AppendReply; anything else by encoding/json. The result
+// is the same either way.
 func Encode(v any) ([]byte, error) {
+	var buf [512]byte
+	var b []byte
+	var err error
+	switch m := v.(type) {
+	case *Request:
+		b, err = AppendRequest(buf[:0], m)
+	case *Reply:
+		b, err = AppendReply(buf[:0], m)
+	default:
+		return encodeStrict(v)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Clone(b), nil
+}
+
+// encodeStrict is Encode built on encoding/json alone: the reference that
+// AppendRequest and AppendReply must agree with.
+func encodeStrict(v any) ([]byte, error) {
 	if r, ok := v.(*Reply); ok && r.Error != nil && len(r.Error.Message) > MaxErrorMessage {
 		cut := *r.Error
 		cut.Message = strings.ToValidUTF8(cut.Message[:MaxErrorMessage], "") + "…"
