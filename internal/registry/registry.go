@@ -326,7 +326,8 @@ type Request struct {
 	Holder  *Holder
 	Pending bool
 	// Create makes the socket when none is cached. It is called with the
-	// registry locked, so it must not block.
+	// registry locked, so it must not block. The registry takes the file:
+	// it keeps a duplicate of its descriptor and closes the file at once.
 	Create func() (*os.File, netip.AddrPort, error)
 }
 
