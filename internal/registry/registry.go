@@ -101,8 +101,8 @@ type Ref struct {
 	// (shown in status; may be nil).
 	who  *Holder
 	sock *socket
-	// next is the socket's next reference.
-	next *Ref
+	// next and prev link the socket's references.
+	next, prev *Ref
 	// hnext and hprev link the references who holds (held ones only).
 	hnext, hprev *Ref
 	share        Share
@@ -117,9 +117,15 @@ type Ref struct {
 // out. Times are nanoseconds since the registry's epoch (see
 // Registry.now), so that they keep the monotonic clock in 8 bytes.
 type socket struct {
-	addr    netip.AddrPort
-	fd      int32 // -1 once closed
-	proto   uint8 // index into Registry.protos
+	addr  netip.AddrPort
+	fd    int32 // -1 once closed
+	proto uint8 // index into Registry.protos
+	// mixed is set when the references may differ in share mode or
+	// name. While it is clear they are all alike, and a request is
+	// checked against the first one only: a socket shared by thousands
+	// costs the same as by one. It is cleared again when a full check
+	// finds them alike.
+	mixed   bool
 	opts    *optsEntry
 	refs    *Ref // the first reference; nil while lingering
 	created int64
@@ -346,6 +352,27 @@ type Grant struct {
 	Expires time.Time
 }
 
+// conflict returns a reference of s that a request for share mode sh and
+// name may not share with, or nil. While s's references are all alike
+// (s.mixed clear) it looks at the first only.
+func conflict(s *socket, sh Share, name string) *Ref {
+	if !s.mixed {
+		if ref := s.refs; ref != nil && !Compatible(ref.share, ref.name, sh, name) {
+			return ref
+		}
+		return nil
+	}
+	alike := true
+	for ref := s.refs; ref != nil; ref = ref.next {
+		if !Compatible(ref.share, ref.name, sh, name) {
+			return ref
+		}
+		alike = alike && ref.share == s.refs.share && ref.name == s.refs.name
+	}
+	s.mixed = !alike
+	return nil
+}
+
 // Acquire gets a reference to the socket for r.Key, creating the socket if
 // none is cached. A conflict changes nothing.
 func (g *Registry) Acquire(r *Request) (*Grant, error) {
@@ -357,14 +384,14 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 	s := g.lookup(r.Key)
 	if s != nil && len(g.pending) > 0 {
 		// A token past its expiry whose timer has not run yet holds
-		// nothing: drop it now, so that it cannot block sharing.
+		// nothing: drop it now, so that it cannot block sharing. The
+		// pending tokens are looked through, not the socket's references,
+		// which may be many more.
 		now := g.now()
-		for ref := s.refs; ref != nil; {
-			next := ref.next
-			if ref.pending && now > g.pending[ref].expires {
+		for ref, p := range g.pending {
+			if ref.sock == s && now > p.expires {
 				g.drop(ref)
 			}
-			ref = next
 		}
 		s = g.lookup(r.Key) // dropping the last reference may have closed it
 	}
@@ -373,11 +400,9 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 	}
 	shared := s != nil && r.Key.Addr.Port() != 0
 	if shared {
-		for ref := s.refs; ref != nil; ref = ref.next {
-			if !Compatible(ref.share, ref.name, r.Share, r.Name) {
-				return nil, fmt.Errorf("%w: %s is held with share mode %s%s; this request asks for %s%s",
-					ErrShareConflict, r.Key, ref.share, nameSuffix(ref.share, ref.name), r.Share, nameSuffix(r.Share, r.Name))
-			}
+		if ref := conflict(s, r.Share, r.Name); ref != nil {
+			return nil, fmt.Errorf("%w: %s is held with share mode %s%s; this request asks for %s%s",
+				ErrShareConflict, r.Key, ref.share, nameSuffix(ref.share, ref.name), r.Share, nameSuffix(r.Share, r.Name))
 		}
 		if s.opts.v != r.Options {
 			return nil, fmt.Errorf("%w: %s", ErrOptionsDiffer, r.Key)
@@ -407,6 +432,12 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 		s.idle = 0
 	}
 	ref := &Ref{token: g.newToken(), share: r.Share, name: r.Name, who: r.Holder, sock: s, pending: r.Pending, next: s.refs}
+	if s.refs != nil {
+		if s.refs.share != r.Share || s.refs.name != r.Name {
+			s.mixed = true
+		}
+		s.refs.prev = ref
+	}
 	s.refs = ref
 	g.tokens.insert(ref)
 	grant := &Grant{Token: ref.token.String(), Key: g.key(s), File: dup, Shared: shared}
@@ -713,13 +744,15 @@ func (g *Registry) expire(ref *Ref) {
 // linger time.
 func (g *Registry) drop(ref *Ref) {
 	s := ref.sock
-	for p := &s.refs; *p != nil; p = &(*p).next {
-		if *p == ref {
-			*p = ref.next
-			break
-		}
+	if ref.prev != nil {
+		ref.prev.next = ref.next
+	} else if s.refs == ref {
+		s.refs = ref.next
 	}
-	ref.next = nil
+	if ref.next != nil {
+		ref.next.prev = ref.prev
+	}
+	ref.next, ref.prev = nil, nil
 	g.tokens.remove(ref)
 	if ref.pending {
 		if p, ok := g.pending[ref]; ok {

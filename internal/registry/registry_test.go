@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"reflect"
@@ -410,6 +411,65 @@ func TestShareRuleEveryHolder(t *testing.T) {
 			f.wantUnchanged(before)
 		})
 	}
+}
+
+// TestShareRuleManyReferences checks the share rule on one socket against a
+// model through a long run of acquires and releases in any order: the
+// registry checks a request against one reference while all are alike, and
+// must notice when they stop being alike and when they are alike again.
+func TestShareRuleManyReferences(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	h := &registry.Holder{UID: 1}
+	type held struct {
+		token string
+		share registry.Share
+		name  string
+	}
+	// The anchor is never released, so that the socket stays cached.
+	first := f.acquire(f.req(tcp0, h, shareAny, "x"))
+	first.File.Close()
+	refs := []held{{first.Token, shareAny, "x"}}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	shares := []registry.Share{shareAny, shareSameName, shareNone}
+	names := []string{"x", "y"}
+	var granted, refused int
+	for step := range 3000 {
+		if len(refs) > 1 && rnd.IntN(3) == 0 {
+			i := 1 + rnd.IntN(len(refs)-1)
+			if _, err := f.g.Release(refs[i].token, h, false); err != nil {
+				t.Fatalf("step %d: release: %v", step, err)
+			}
+			refs = append(refs[:i], refs[i+1:]...)
+			continue
+		}
+		sh, name := shares[rnd.IntN(len(shares))], names[rnd.IntN(len(names))]
+		want := true
+		for _, r := range refs {
+			want = want && registry.Compatible(r.share, r.name, sh, name)
+		}
+		g, err := f.g.Acquire(f.req(first.Key, h, sh, name))
+		if want != (err == nil) {
+			t.Fatalf("step %d: Acquire(%s, %q) with %d references: got %v, want shared %v", step, sh, name, len(refs), err, want)
+		}
+		if err != nil {
+			if !errors.Is(err, registry.ErrShareConflict) {
+				t.Fatalf("step %d: got %v, want ErrShareConflict", step, err)
+			}
+			refused++
+			continue
+		}
+		granted++
+		g.File.Close()
+		refs = append(refs, held{g.Token, sh, name})
+	}
+	f.wantCounts(1, len(refs))
+	if granted < 100 || refused < 100 {
+		t.Fatalf("%d granted, %d refused: the run did not exercise both", granted, refused)
+	}
+	if n := f.g.ReleaseHolder(h); n != len(refs) {
+		t.Fatalf("ReleaseHolder: %d references, want %d", n, len(refs))
+	}
+	f.wantCounts(0, 0)
 }
 
 func TestAcquireOptionsDiffer(t *testing.T) {
