@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"syscall"
 	"time"
@@ -94,50 +95,75 @@ func (ss *session) connect(r *wire.ConnectRequest) (*os.File, broker.Outcome, er
 	return broker.Connect(ctx, ss.s.policy.Load(), &ss.caller, ss.s.connector, n, t, connector.Options{})
 }
 
-// audit writes the one log line every connect request gets.
+// The audit functions below write the one log line every request gets: at
+// info level for a grant or a failure, at warning level for a denial. They
+// build typed attributes, and nothing at all when the line's level is off:
+// this runs for every request.
+
+// audit logs a connect request.
 func (ss *session) audit(req *wire.Request, out broker.Outcome, err error, took time.Duration) {
-	args := []any{"op", req.Op, "id", req.ID, "network", req.Connect.Network, "address", req.Connect.Address, "ms", took.Milliseconds()}
-	if err == nil {
-		ss.log.Info("grant", append(args, "rule", out.Rule, "remote", out.Remote, "local", out.Local)...)
+	if err == nil && !ss.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	ss.auditErr(args, out.Rule, err)
+	var buf [16]slog.Attr
+	a := append(buf[:0], slog.String("op", string(req.Op)), slog.Uint64("id", req.ID),
+		slog.String("network", req.Connect.Network), slog.String("address", req.Connect.Address),
+		slog.Int64("ms", took.Milliseconds()))
+	if err == nil {
+		a = append(a, slog.String("rule", out.Rule), slog.Any("remote", out.Remote), slog.Any("local", out.Local))
+		ss.log.LogAttrs(context.Background(), slog.LevelInfo, "grant", a...)
+		return
+	}
+	ss.auditErr(a, out.Rule, err)
 }
 
-// auditBind writes the one log line every bind request gets.
+// auditBind logs a bind request.
 func (ss *session) auditBind(req *wire.Request, rule string, res *wire.BindResult, err error) {
-	r := req.Bind
-	args := []any{"op", req.Op, "id", req.ID, "network", r.Network, "address", r.Address, "share", r.Share, "name", r.Name}
-	if err == nil {
-		ss.log.Info("grant", append(args, "rule", rule, "local", res.Local, "shared", res.Shared, "token_only", r.TokenOnly)...)
+	if err == nil && !ss.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	ss.auditErr(args, rule, err)
+	r := req.Bind
+	var buf [16]slog.Attr
+	a := append(buf[:0], slog.String("op", string(req.Op)), slog.Uint64("id", req.ID),
+		slog.String("network", r.Network), slog.String("address", r.Address),
+		slog.String("share", r.Share), slog.String("name", r.Name))
+	if err == nil {
+		a = append(a, slog.String("rule", rule), slog.String("local", res.Local),
+			slog.Bool("shared", res.Shared), slog.Bool("token_only", r.TokenOnly))
+		ss.log.LogAttrs(context.Background(), slog.LevelInfo, "grant", a...)
+		return
+	}
+	ss.auditErr(a, rule, err)
 }
 
 // auditToken logs a pickup or release. Tokens are not logged: the log is
 // readable by more people than the tokens' holders.
 func (ss *session) auditToken(req *wire.Request, res *wire.BindResult, err error) {
-	args := []any{"op", req.Op, "id", req.ID}
-	if err == nil {
-		ss.log.Info("grant", append(args, "network", res.Network, "local", res.Local)...)
+	if err == nil && !ss.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	ss.auditErr(args, "", err)
+	var buf [16]slog.Attr
+	a := append(buf[:0], slog.String("op", string(req.Op)), slog.Uint64("id", req.ID))
+	if err == nil {
+		a = append(a, slog.String("network", res.Network), slog.String("local", res.Local))
+		ss.log.LogAttrs(context.Background(), slog.LevelInfo, "grant", a...)
+		return
+	}
+	ss.auditErr(a, "", err)
 }
 
-func (ss *session) auditErr(args []any, rule string, err error) {
+func (ss *session) auditErr(a []slog.Attr, rule string, err error) {
 	we := toWire(err)
-	args = append(args, "code", we.Code, "err", we.Message)
+	a = append(a, slog.String("code", string(we.Code)), slog.String("err", we.Message))
 	if we.Errno != 0 {
-		args = append(args, "errno", syscall.Errno(we.Errno).Error())
+		a = append(a, slog.String("errno", syscall.Errno(we.Errno).Error()))
 	}
 	if rule != "" {
-		args = append(args, "rule", rule)
+		a = append(a, slog.String("rule", rule))
 	}
+	level, msg := slog.LevelInfo, "fail"
 	if we.Code == wire.CodeDenied {
-		ss.log.Warn("deny", args...)
-		return
+		level, msg = slog.LevelWarn, "deny"
 	}
-	ss.log.Info("fail", args...)
+	ss.log.LogAttrs(context.Background(), level, msg, a...)
 }
