@@ -2,8 +2,10 @@
 // SOCK_SEQPACKET listener, identifies each caller, decodes requests, asks the
 // policy, has the connector create sockets, and replies with the socket's fd.
 //
-// One goroutine serves each connection and one more each request in flight,
-// so a slow request never delays another. A hostile or broken client can only
+// One goroutine serves each connection. It answers the requests that never
+// wait (bind, pickup, release, hello, status) itself, and starts one more
+// goroutine for each request that may wait on the network or the disk
+// (connect, reload), so a slow connect never delays another request. A hostile or broken client can only
 // ever get error replies and its own connection closed: nothing it sends makes
 // the server exit or leak a descriptor.
 package server

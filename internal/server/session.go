@@ -124,6 +124,13 @@ func (ss *session) run() {
 			ss.fail(req, derr)
 			continue
 		}
+		if !blocking(req.Op) {
+			// Answered from memory and a few non-blocking syscalls:
+			// serving it here spares a goroutine and a thread wake-up.
+			rep, f := ss.handle(req)
+			ss.reply(rep, f)
+			continue
+		}
 		select {
 		case ss.slots <- struct{}{}:
 		default:
@@ -139,6 +146,15 @@ func (ss *session) run() {
 			ss.reply(rep, f)
 		}()
 	}
+}
+
+// blocking reports the ops that may wait on the network or the disk:
+// connect resolves names and waits for handshakes, reload reads the
+// configuration. They run on goroutines of their own, within the
+// connection's in-flight limit; every other op is served inline by the
+// connection's reader, in order.
+func blocking(op wire.Op) bool {
+	return op == wire.OpConnect || op == wire.OpReload
 }
 
 // errPacketTooLarge and errPacketFDs are read outcomes that get an error
