@@ -1243,7 +1243,7 @@ func TestIntegrationBindUnprivilegedDaemon(t *testing.T) {
 	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "run", "sockfactory.sock"), config: filepath.Join(dir, "sockfactoryd.toml")}
 	d.writeConfig(bindBase + bindRootAdmin)
 	d.log = &syncBuffer{}
-	d.cmd = exec.Command(bin.daemon, "-config", d.config, "-log-level", "debug")
+	d.cmd = exec.Command(bin.daemon, "-config", d.config, "-log-level", "debug", "-log-flush", "0")
 	d.cmd.SysProcAttr = asUser(65534, 65534)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {

@@ -349,7 +349,7 @@ connect = ["127.0.0.1:*"]
 bind = ["tcp:127.0.0.1:*"]
 admin = true
 `)
-	d.startCmd(gapsLimitedCommand(t, nofile, bin.daemon, "-config", d.config, "-log-level", "debug"))
+	d.startCmd(gapsLimitedCommand(t, nofile, bin.daemon, "-config", d.config, "-log-level", "debug", "-log-flush", "0"))
 	pid := d.cmd.Process.Pid
 	if lim := gapsNoFile(t, pid); lim != nofile {
 		t.Fatalf("daemon's open files limit: %d; want %d", lim, nofile)
@@ -606,7 +606,7 @@ bind = ["tcp:127.0.0.1:*"]
 			d.writeConfig(config)
 
 			if tc.want == "" {
-				d.startCmd(exec.Command(bin.daemon, "-config", d.config, "-log-level", "debug"))
+				d.startCmd(exec.Command(bin.daemon, "-config", d.config, "-log-level", "debug", "-log-flush", "0"))
 				if _, err := d.client().Status(context.Background()); err != nil {
 					t.Fatalf("status from the daemon on a %s directory: %v", tc.name, err)
 				}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,8 +74,20 @@ name = "dns"
 users = ["root"]
 bind = ["udp:127.0.0.1:53", "tcp:127.0.0.1:53"]
 `)
-	var child int
-	waitFor(t, "the unprivileged daemon process", func() bool { child = childOf(t, d.cmd.Process.Pid); return child != 0 })
+	// Ask the serving daemon, which answers only once it has taken its
+	// new credentials, and take its pid from its log: a process seen as a
+	// child before then may still be root, or not the daemon at all.
+	if err := d.client().Reload(context.Background()); err != nil && !errors.Is(err, sockfactory.ErrDenied) {
+		t.Fatalf("a request to the unprivileged daemon: %v", err)
+	}
+	m := regexp.MustCompile(`msg=listening .* pid=(\d+)`).FindStringSubmatch(d.log.String())
+	if m == nil {
+		t.Fatalf("no listening line with the serving daemon's pid in the log:\n%s", d.log)
+	}
+	child, _ := strconv.Atoi(m[1])
+	if got := childOf(t, d.cmd.Process.Pid); got != child {
+		t.Fatalf("the serving daemon (pid %d) is not the child of the started one (child %d)", child, got)
+	}
 	if got := procStatus(t, child, "Uid"); !strings.HasPrefix(got, "65534\t65534\t65534") {
 		t.Fatalf("daemon uids: got %q; want 65534 (real, effective, saved)", got)
 	}

@@ -137,10 +137,13 @@ func (d *daemon) writeConfig(config string) {
 	}
 }
 
+// start runs the daemon with every log line written at once (-log-flush 0):
+// tests wait for log lines that tell what the daemon has done.
+// TestIntegrationLogFlush covers the default, gathered writing.
 func (d *daemon) start() {
 	d.t.Helper()
 	d.log = &syncBuffer{}
-	d.cmd = exec.Command(bin.daemon, "-config", d.config, "-log-level", "debug")
+	d.cmd = exec.Command(bin.daemon, "-config", d.config, "-log-level", "debug", "-log-flush", "0")
 	d.cmd.Stderr = d.log
 	d.cmd.Stdout = d.log
 	if err := d.cmd.Start(); err != nil {

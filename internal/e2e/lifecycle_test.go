@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -179,4 +180,58 @@ func TestIntegrationHostileInput(t *testing.T) {
 		t.Fatalf("another client after the hostile input: %v", err)
 	}
 	c.Close()
+}
+
+// TestIntegrationLogFlush: info lines wait to be written together (here for
+// up to an hour), a warning is written at once with every line before it, in
+// order, and shutdown writes what is still waiting.
+func TestIntegrationLogFlush(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "sf.sock")
+	cmd := exec.Command(bin.daemon, "-socket", sock, "-log-flush", "1h")
+	log := &syncBuffer{}
+	cmd.Stderr = log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	c := &sockfactory.Client{Socket: sock}
+	defer c.Close()
+	ctx := context.Background()
+	var (
+		f   *os.File
+		err error
+	)
+	waitFor(t, "the daemon to answer", func() bool {
+		f, _, err = c.BindFile(ctx, "tcp", "127.0.0.1:0", nil)
+		return err == nil
+	})
+	f.Close()
+	if strings.Contains(log.String(), "msg=grant") {
+		t.Fatalf("the grant was written at once; want it held with -log-flush 1h:\n%s", log)
+	}
+	// All addresses are not loopback: the built-in policy denies it
+	// before any socket is made.
+	if _, _, err := c.BindFile(ctx, "tcp", "0.0.0.0:0", nil); !errors.Is(err, sockfactory.ErrDenied) {
+		t.Fatalf("bind of all addresses: %v, want ErrDenied", err)
+	}
+	waitFor(t, "the denial in the log", func() bool { return strings.Contains(log.String(), "msg=deny") })
+	out := log.String()
+	if g, d := strings.Index(out, "msg=grant"), strings.Index(out, "msg=deny"); g < 0 || g > d {
+		t.Fatalf("want the held grant written before the denial:\n%s", out)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, log)
+	}
+	exited <- nil // for the deferred Kill and wait
+	if !strings.Contains(log.String(), `msg="shutting down"`) {
+		t.Fatalf("the last info line was lost at exit:\n%s", log)
+	}
 }
