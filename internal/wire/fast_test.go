@@ -450,7 +450,12 @@ func FuzzAppendRequest(f *testing.F) {
 	f.Add(uint32(0xffffffff), -1, uint64(1<<64-1), int64(-1<<63), "bind", "udp6", "[::]:53", "dns")
 	f.Add(uint32(0x7c), 1, uint64(2), int64(1), "bind", "tcp", "<&>", "\u2028\xff\x00\x7f")
 	f.Fuzz(func(t *testing.T, sel uint32, v int, id uint64, n int64, s1, s2, s3, s4 string) {
-		agreeEncode(t, buildRequest(sel, v, id, n, s1, s2, s3, s4))
+		r := buildRequest(sel, v, id, n, s1, s2, s3, s4)
+		agreeEncode(t, r)
+		// What we write, the decoders must read alike.
+		if b, err := AppendRequest(nil, r); err == nil {
+			agreeRequest(t, b)
+		}
 	})
 }
 
@@ -536,5 +541,8 @@ func FuzzAppendReply(f *testing.F) {
 			}
 		}
 		agreeEncode(t, r)
+		if b, err := AppendReply(nil, r); err == nil {
+			agreeReply(t, b)
+		}
 	})
 }
