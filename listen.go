@@ -114,8 +114,8 @@ type Binding struct {
 // must close it; the daemon counts the reference until Release, or until
 // this Client's connection closes.
 func (c *Client) BindFile(ctx context.Context, network, address string, o *ListenOptions) (*os.File, *Binding, error) {
-	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpBind, Bind: o.wire(network, address, false)})
-	return bindReply("bind", rep, files, err, true)
+	rep, fds, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpBind, Bind: o.wire(network, address, false)})
+	return bindReply("bind", rep, fds, err, true)
 }
 
 // BindToken asks for a token only (the first phase of a two-phase bind):
@@ -123,43 +123,43 @@ func (c *Client) BindFile(ctx context.Context, network, address string, o *Liste
 // any connection whose caller is granted the address may Pickup once
 // before it expires. The pending token counts as a holder for sharing.
 func (c *Client) BindToken(ctx context.Context, network, address string, o *ListenOptions) (*Binding, error) {
-	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpBind, Bind: o.wire(network, address, true)})
-	_, b, err := bindReply("bind", rep, files, err, false)
+	rep, fds, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpBind, Bind: o.wire(network, address, true)})
+	_, b, err := bindReply("bind", rep, fds, err, false)
 	return b, err
 }
 
 // Pickup exchanges a token from BindToken for the socket; the reference is
 // then held by this Client's connection. The caller owns the file.
 func (c *Client) Pickup(ctx context.Context, token string) (*os.File, *Binding, error) {
-	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpPickup, Token: &wire.TokenRequest{Token: token}})
-	return bindReply("pickup", rep, files, err, true)
+	rep, fds, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpPickup, Token: &wire.TokenRequest{Token: token}})
+	return bindReply("pickup", rep, fds, err, true)
 }
 
 // Release drops the reference token stands for. Only the connection that
 // holds it may (or an admin). Sockets already received stay open in this
 // process; the daemon closes its copy when the last reference goes.
 func (c *Client) Release(ctx context.Context, token string) error {
-	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpRelease, Token: &wire.TokenRequest{Token: token}})
+	rep, fds, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpRelease, Token: &wire.TokenRequest{Token: token}})
 	if err != nil {
 		return err
 	}
-	closeFiles(files)
+	fds.close()
 	if rep.Error != nil {
 		return fromWire("release", rep.Error)
 	}
 	return nil
 }
 
-func bindReply(op string, rep *wire.Reply, files []*os.File, err error, wantFile bool) (*os.File, *Binding, error) {
+func bindReply(op string, rep *wire.Reply, fds fdSet, err error, wantFile bool) (*os.File, *Binding, error) {
 	if err != nil {
 		return nil, nil, err
 	}
 	if rep.Error != nil {
-		closeFiles(files)
+		fds.close()
 		return nil, nil, fromWire(op, rep.Error)
 	}
-	if rep.Bind == nil || (len(files) == 1) != wantFile || len(files) > 1 {
-		closeFiles(files)
+	if rep.Bind == nil || (fds.n == 1) != wantFile || fds.n > 1 {
+		fds.close()
 		return nil, nil, fmt.Errorf("%w: %s reply without the expected socket", ErrProtocol, op)
 	}
 	b := &Binding{Token: rep.Bind.Token, Network: rep.Bind.Network, Addr: rep.Bind.Local, Shared: rep.Bind.Shared,
@@ -167,7 +167,7 @@ func bindReply(op string, rep *wire.Reply, files []*os.File, err error, wantFile
 	if !wantFile {
 		return nil, b, nil
 	}
-	return files[0], b, nil
+	return fds.file(), b, nil
 }
 
 // Listen asks the daemon for a listening TCP socket (network tcp, tcp4 or

@@ -90,11 +90,11 @@ func (c *Client) Stats(ctx context.Context) (*DaemonStats, error) {
 // admins may; a broken configuration is refused (ErrInvalidRequest, with
 // the file's error) and the running one kept.
 func (c *Client) Reload(ctx context.Context) error {
-	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpReload})
+	rep, fds, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpReload})
 	if err != nil {
 		return err
 	}
-	closeFiles(files)
+	fds.close()
 	if rep.Error != nil {
 		return fromWire("reload", rep.Error)
 	}
@@ -102,11 +102,11 @@ func (c *Client) Reload(ctx context.Context) error {
 }
 
 func (c *Client) status(ctx context.Context) ([]SocketStatus, *DaemonStats, error) {
-	rep, files, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpStatus, Status: &wire.StatusRequest{}})
+	rep, fds, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpStatus, Status: &wire.StatusRequest{}})
 	if err != nil {
 		return nil, nil, err
 	}
-	closeFiles(files)
+	fds.close()
 	if rep.Error != nil {
 		return nil, nil, fromWire("status", rep.Error)
 	}
