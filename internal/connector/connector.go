@@ -186,60 +186,153 @@ func IsTimeout(err error) bool {
 	return errors.As(err, &te) && te.Timeout()
 }
 
-// dialOne connects to one address and detaches the socket from Go's poller:
-// the fd is duplicated close-on-exec, set blocking, optionally given a send
-// timeout, and the original closed.
+// dialOne connects to one address with the system calls a C program would
+// make: socket, a non-blocking connect, and for one not finished at once
+// (any remote peer) a wait in Go's poller bounded by ctx. The socket is then
+// set blocking, with socket(2)'s default options, as the receiver expects.
+// A connect to loopback is complete by the time connect returns, so that
+// case costs a poll(2) of no time instead of a trip through the poller.
 func dialOne(ctx context.Context, proto string, ap netip.AddrPort, opts Options) (*os.File, Result, error) {
-	// Deliver plain socket(2) defaults: no keep-alive (Go turns it on).
-	d := net.Dialer{KeepAlive: -1}
-	conn, err := d.DialContext(ctx, proto, ap.String())
+	family, sa, err := sockaddr(ap)
 	if err != nil {
 		return nil, Result{}, err
 	}
-	defer conn.Close()
-	res := Result{Local: addrPort(conn.LocalAddr()), Remote: addrPort(conn.RemoteAddr())}
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return nil, Result{}, fmt.Errorf("connection of type %T has no file descriptor", conn)
+	typ := unix.SOCK_STREAM
+	if proto == "udp" {
+		typ = unix.SOCK_DGRAM
 	}
-	raw, err := sc.SyscallConn()
+	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, Result{}, err
+		return nil, Result{}, os.NewSyscallError("socket", err)
 	}
-	fd := -1
-	var opErr error
-	if err := raw.Control(func(s uintptr) {
-		fd, opErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-		if opErr != nil {
-			opErr = os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", opErr)
+	err = unix.Connect(fd, sa)
+	switch err {
+	case nil:
+	case unix.EINPROGRESS, unix.EINTR: // interrupted, it goes on
+		fd, err = waitConnected(ctx, fd)
+	default:
+		err = os.NewSyscallError("connect", err)
+	}
+	if err != nil {
+		if fd >= 0 {
+			unix.Close(fd)
 		}
-	}); err != nil {
-		return nil, Result{}, err
+		var addr net.Addr = net.TCPAddrFromAddrPort(ap)
+		if proto == "udp" {
+			addr = net.UDPAddrFromAddrPort(ap)
+		}
+		return nil, Result{}, &net.OpError{Op: "dial", Net: proto, Addr: addr, Err: err}
 	}
-	if opErr != nil {
-		return nil, Result{}, opErr
+	res := Result{Remote: ap}
+	if lsa, err := unix.Getsockname(fd); err == nil {
+		res.Local = fromSockaddr(lsa)
 	}
-	if err := prepare(fd, proto, opts); err != nil {
+	if err := prepare(fd, opts); err != nil {
 		unix.Close(fd)
 		return nil, Result{}, err
 	}
 	return os.NewFile(uintptr(fd), "sockfactory:"+proto+":"+ap.String()), res, nil
 }
 
-// prepare clears O_NONBLOCK (the duplicate shares the flag with the original,
-// which is closed right after) and applies the options.
-func prepare(fd int, proto string, opts Options) error {
-	if err := unix.SetNonblock(fd, false); err != nil {
-		return os.NewSyscallError("fcntl F_SETFL", err)
+// waitConnected waits for fd's connect to finish, within ctx, and returns
+// the connect's error. A connect still under way after a poll of no time
+// waits in Go's poller; fd then comes back as a duplicate of itself, the
+// original closed to leave the poller.
+func waitConnected(ctx context.Context, fd int) (int, error) {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	if n, err := unix.Poll(pfd, 0); err == nil && n == 1 {
+		return fd, soError(fd)
 	}
-	// Undo the options Go's dialer sets, so that the receiver gets what
-	// socket(2) gives: Nagle on for TCP, no broadcast for UDP.
-	if proto == "tcp" {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 0); err != nil {
-			return os.NewSyscallError("setsockopt TCP_NODELAY", err)
+	f := os.NewFile(uintptr(fd), "connecting") // non-blocking: joins the poller
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		f.SetWriteDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
+	defer stop()
+	var connErr error
+	werr := rc.Write(func(s uintptr) bool {
+		if n, err := unix.Poll(pfd, 0); err != nil || n == 0 {
+			return false // not yet: wait for the poller
 		}
-	} else if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 0); err != nil {
-		return os.NewSyscallError("setsockopt SO_BROADCAST", err)
+		connErr = soError(int(s))
+		return true
+	})
+	if werr != nil {
+		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return -1, ctx.Err()
+		}
+		if errors.Is(werr, os.ErrDeadlineExceeded) {
+			return -1, fmt.Errorf("connect timed out: %w", os.ErrDeadlineExceeded)
+		}
+		return -1, werr
+	}
+	if connErr != nil {
+		return -1, connErr
+	}
+	var dupErr error
+	dup := -1
+	if err := rc.Control(func(s uintptr) {
+		dup, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr)
+	}
+	return dup, nil
+}
+
+// soError returns the outcome of a finished connect on fd.
+func soError(fd int) error {
+	n, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return os.NewSyscallError("getsockopt SO_ERROR", err)
+	}
+	if n != 0 {
+		return os.NewSyscallError("connect", syscall.Errno(n))
+	}
+	return nil
+}
+
+// sockaddr returns the socket family and address for ap. IPv4-mapped IPv6
+// addresses are connected to as IPv4; a zone names the interface of a
+// link-local IPv6 address.
+func sockaddr(ap netip.AddrPort) (int, unix.Sockaddr, error) {
+	a := ap.Addr().Unmap()
+	if a.Is4() {
+		return unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}, nil
+	}
+	sa := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+	if z := a.Zone(); z != "" {
+		ifi, err := net.InterfaceByName(z)
+		if err != nil {
+			return 0, nil, fmt.Errorf("zone of %s: %w", ap, err)
+		}
+		sa.ZoneId = uint32(ifi.Index)
+	}
+	return unix.AF_INET6, sa, nil
+}
+
+func fromSockaddr(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// prepare makes fd blocking and applies the options. The socket has
+// socket(2)'s defaults otherwise: nothing else was set on it.
+func prepare(fd int, opts Options) error {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_RDWR); err != nil {
+		return os.NewSyscallError("fcntl F_SETFL", err)
 	}
 	if opts.SendTimeout > 0 {
 		tv := unix.NsecToTimeval(opts.SendTimeout.Nanoseconds())
@@ -248,16 +341,6 @@ func prepare(fd int, proto string, opts Options) error {
 		}
 	}
 	return nil
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		return a.AddrPort()
-	case *net.UDPAddr:
-		return a.AddrPort()
-	}
-	return netip.AddrPort{}
 }
 
 // NewResolver returns a resolver that sends every DNS query to one of

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -145,5 +146,115 @@ func TestParseNetwork(t *testing.T) {
 	v4, v6, mapped := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("::1"), netip.MustParseAddr("::ffff:10.0.0.1")
 	if !(Network{Family: 4}).Allows(mapped) || (Network{Family: 4}).Allows(v6) || (Network{Family: 6}).Allows(v4) || !(Network{}).Allows(v6) {
 		t.Error("Allows: family checks wrong")
+	}
+}
+
+// stalledListener returns a loopback listener whose accept queue is full:
+// the SYN of a further connect is dropped, so that connect stays in
+// progress until the queue drains and the SYN is sent again (after about a
+// second). drain accepts and closes what is queued.
+func stalledListener(t *testing.T) (ap netip.AddrPort, drain func()) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap = netip.AddrPortFrom(netip.AddrFrom4(sa.(*unix.SockaddrInet4).Addr), uint16(sa.(*unix.SockaddrInet4).Port))
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", ap.String(), 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+		if i == 16 {
+			t.Fatal("the accept queue of a listen(fd, 0) socket never filled")
+		}
+	}
+	return ap, func() {
+		for {
+			nfd, _, err := unix.Accept(fd)
+			if err != nil {
+				return
+			}
+			unix.Close(nfd)
+		}
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestConnectInProgress covers a connect that does not finish at once: it
+// times out within its context, stops when cancelled, and succeeds once the
+// peer takes it, leaving no descriptor behind in each case.
+func TestConnectInProgress(t *testing.T) {
+	ap, drain := stalledListener(t)
+	base := openFDs(t)
+	var c Connector
+	tcp := Network{Proto: "tcp"}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, _, err := c.Connect(ctx, tcp, []netip.AddrPort{ap}, Options{})
+	cancel()
+	if !IsTimeout(err) {
+		t.Fatalf("connect to a full accept queue: got %v, want a timeout", err)
+	}
+	if n := openFDs(t); n != base {
+		t.Errorf("after the timeout: %d fds open, want %d", n, base)
+	}
+
+	ctx, cancel = context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	_, _, err = c.Connect(ctx, tcp, []netip.AddrPort{ap}, Options{})
+	if !errors.Is(err, context.Canceled) || IsTimeout(err) {
+		t.Fatalf("cancelled connect: got %v, want context.Canceled", err)
+	}
+	if n := openFDs(t); n != base {
+		t.Errorf("after the cancel: %d fds open, want %d", n, base)
+	}
+
+	// Drained while the connect waits, the queue takes the SYN sent
+	// again and the connect finishes through the poller.
+	time.AfterFunc(200*time.Millisecond, drain)
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f, res, err := c.Connect(ctx, tcp, []netip.AddrPort{ap}, Options{})
+	if err != nil {
+		t.Fatalf("connect once the queue drained: %v", err)
+	}
+	defer f.Close()
+	if res.Remote != ap || !res.Local.Addr().IsLoopback() || res.Local.Port() == 0 {
+		t.Errorf("result %+v: want remote %v and a loopback local address", res, ap)
+	}
+	fd := int(f.Fd())
+	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK != 0 {
+		t.Errorf("delivered socket flags %#x, %v: want blocking", fl, err)
+	}
+	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || fl&unix.FD_CLOEXEC == 0 {
+		t.Errorf("delivered socket fd flags %#x, %v: want close-on-exec", fl, err)
+	}
+	if peer, err := unix.Getpeername(fd); err != nil || peer.(*unix.SockaddrInet4).Port != int(ap.Port()) {
+		t.Errorf("delivered socket's peer: %v, %v", peer, err)
+	}
+	f.Close()
+	if n := openFDs(t); n != base {
+		t.Errorf("after closing the socket: %d fds open, want %d", n, base)
 	}
 }
