@@ -282,11 +282,23 @@ type Registry struct {
 	pending   map[*Ref]pendingRef
 	lingering map[*socket]*time.Timer
 	opts      map[any]*optsEntry
+	// lent counts the descriptors of each socket lent and not yet
+	// returned (Grant.FD); it outlives Close.
+	lent map[*socket]*lending
+}
+
+// lending is a socket whose descriptor is lent out n times. A socket
+// closed meanwhile is only marked closing, and its descriptor closed when
+// the last is returned: until then the number cannot name another file.
+type lending struct {
+	n       int
+	fd      int32
+	closing bool
 }
 
 // New returns an empty registry whose pending tokens live ttl.
 func New(ttl time.Duration) *Registry {
-	g := &Registry{ttl: ttl, epoch: time.Now(), seed: maphash.MakeSeed()}
+	g := &Registry{ttl: ttl, epoch: time.Now(), seed: maphash.MakeSeed(), lent: make(map[*socket]*lending)}
 	g.reset()
 	return g
 }
@@ -331,6 +343,9 @@ type Request struct {
 	// shown in status, and the reference is a pending token instead.
 	Holder  *Holder
 	Pending bool
+	// Lend asks for the socket's own descriptor in Grant.FD instead of a
+	// duplicate in Grant.File (see Grant.FD); ignored with Pending.
+	Lend bool
 	// Create makes the socket when none is cached. It is called with the
 	// registry locked, so it must not block. The registry takes the file:
 	// it keeps a duplicate of its descriptor and closes the file at once.
@@ -344,8 +359,15 @@ type Grant struct {
 	// Key is the socket's real key (the real port if 0 was asked).
 	Key Key
 	// File is a duplicate of the socket for sending, owned by the caller
-	// (nil for a pending token).
+	// (nil for a pending token, or when the descriptor was lent).
 	File *os.File
+	// FD, when the request asked to Lend, is the cached socket's own
+	// descriptor, or -1. It stays open, even if the socket is released
+	// and closed meanwhile, until the caller gives it back with Return,
+	// which it must do exactly once, after sending it; it must not close
+	// it. Lending spares a dup, an fcntl and a close per hand-out.
+	FD   int
+	lent *socket
 	// Shared is true when the socket was already cached.
 	Shared bool
 	// Expires is the pending token's expiry.
@@ -414,7 +436,10 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 		}
 	}
 	var dup *os.File
-	if !r.Pending {
+	fd := -1
+	if r.Lend && !r.Pending {
+		fd = g.lend(s)
+	} else if !r.Pending {
 		var err error
 		if dup, err = g.dupFile(s); err != nil {
 			if s.refs == nil && !shared {
@@ -440,7 +465,10 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 	}
 	s.refs = ref
 	g.tokens.insert(ref)
-	grant := &Grant{Token: ref.token.String(), Key: g.key(s), File: dup, Shared: shared}
+	grant := &Grant{Token: ref.token.String(), Key: g.key(s), File: dup, Shared: shared, FD: fd}
+	if fd >= 0 {
+		grant.lent = s
+	}
 	if r.Pending {
 		g.n.add(r.uid(), true, 1)
 		p := pendingRef{expires: g.now() + int64(g.ttl)}
@@ -610,6 +638,40 @@ func nameSuffix(s Share, name string) string {
 }
 
 // dupFile duplicates s's fd for sending; the caller owns the result.
+// lend lends s's descriptor once more.
+func (g *Registry) lend(s *socket) int {
+	l := g.lent[s]
+	if l == nil {
+		l = &lending{fd: s.fd}
+		g.lent[s] = l
+	}
+	l.n++
+	return int(s.fd)
+}
+
+// Return gives back the descriptor lent in gr.FD; gr.FD is -1 afterwards.
+// A grant with nothing lent is ignored.
+func (g *Registry) Return(gr *Grant) {
+	if gr == nil || gr.lent == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := gr.lent
+	gr.lent, gr.FD = nil, -1
+	l := g.lent[s]
+	if l == nil {
+		return
+	}
+	if l.n--; l.n > 0 {
+		return
+	}
+	delete(g.lent, s)
+	if l.closing {
+		unix.Close(int(l.fd))
+	}
+}
+
 func (g *Registry) dupFile(s *socket) (*os.File, error) {
 	nfd, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
@@ -669,6 +731,16 @@ func (g *Registry) unhold(ref *Ref) {
 // (with the registry locked, so it must be a pure check) whether h's caller
 // may obtain the socket.
 func (g *Registry) Pickup(token string, h *Holder, allowed func(Key) bool) (*Grant, error) {
+	return g.pickup(token, h, allowed, false)
+}
+
+// PickupLent is Pickup with the socket's descriptor lent in Grant.FD, as
+// Request.Lend does for Acquire.
+func (g *Registry) PickupLent(token string, h *Holder, allowed func(Key) bool) (*Grant, error) {
+	return g.pickup(token, h, allowed, true)
+}
+
+func (g *Registry) pickup(token string, h *Holder, allowed func(Key) bool, lend bool) (*Grant, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ref := g.ref(token)
@@ -686,15 +758,25 @@ func (g *Registry) Pickup(token string, h *Holder, allowed func(Key) bool) (*Gra
 	if !allowed(g.key(s)) {
 		return nil, fmt.Errorf("%w: policy does not let this caller obtain %s", ErrNoToken, g.key(s))
 	}
-	dup, err := g.dupFile(s)
-	if err != nil {
-		return nil, err
+	var dup *os.File
+	fd := -1
+	if lend {
+		fd = g.lend(s)
+	} else {
+		var err error
+		if dup, err = g.dupFile(s); err != nil {
+			return nil, err
+		}
 	}
 	p.timer.Stop()
 	delete(g.pending, ref)
 	g.n.add(uidOf(ref.who), true, -1)
 	g.hold(ref, h)
-	return &Grant{Token: token, Key: g.key(s), File: dup, Shared: s.refs.next != nil}, nil
+	grant := &Grant{Token: token, Key: g.key(s), File: dup, Shared: s.refs.next != nil, FD: fd}
+	if fd >= 0 {
+		grant.lent = s
+	}
+	return grant, nil
 }
 
 // Release drops the reference token stands for. Only its holder may, or
@@ -796,7 +878,11 @@ func (g *Registry) closeSocket(s *socket) {
 	}
 	g.sockets.remove(s)
 	g.releaseOpts(s.opts)
-	unix.Close(int(s.fd))
+	if l := g.lent[s]; l != nil {
+		l.closing = true // closed by the last Return
+	} else {
+		unix.Close(int(s.fd))
+	}
 	s.fd = -1
 }
 

@@ -131,7 +131,7 @@ func (f *fixture) acquire(r *registry.Request) *registry.Grant {
 		f.t.Fatalf("Acquire(%s, share %s, name %q, pending %v): got error %v, want a grant", r.Key, r.Share, r.Name, r.Pending, err)
 	}
 	f.closeLater(g)
-	if r.Pending != (g.File == nil) {
+	if !r.Lend && r.Pending != (g.File == nil) {
 		f.t.Errorf("Acquire(pending %v): got file %v, want a file only when not pending", r.Pending, g.File)
 	}
 	return g
@@ -1087,4 +1087,89 @@ func TestConcurrentAcquireRelease(t *testing.T) {
 	wg.Wait()
 	f.wantCounts(0, 0)
 	wantPortFree(t, k, true)
+}
+
+// sockName returns the bound address of fd, or an error once it is closed.
+func sockName(fd int) (netip.AddrPort, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	in, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("address %T", sa)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port)), nil
+}
+
+// TestLend: a lent descriptor is the cached socket's own, needs no close
+// by the caller, and stays open through the socket's release and the
+// registry's Close until it is returned; then the fd count is back.
+func TestLend(t *testing.T) {
+	for _, how := range []string{"release", "registry close"} {
+		t.Run(how, func(t *testing.T) {
+			f := newFixture(t, time.Minute)
+			base := openFDs(t)
+			h := &registry.Holder{UID: 1}
+			r := f.req(tcp0, h, shareAny, "")
+			r.Lend = true
+			g, err := f.g.Acquire(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.File != nil || g.FD < 0 {
+				t.Fatalf("lent grant: File %v, FD %d; want no file and a descriptor", g.File, g.FD)
+			}
+			if n := openFDs(t); n != base+1 {
+				t.Errorf("%d fds open with one socket cached and lent, want %d: lending must not duplicate", n, base+1)
+			}
+			r2 := f.req(g.Key, h, shareAny, "")
+			r2.Lend = true
+			g2 := f.acquire(r2)
+			if g2.FD != g.FD {
+				t.Errorf("second lend of the same socket: fd %d, want %d", g2.FD, g.FD)
+			}
+			f.g.Return(g2)
+			if g2.FD != -1 {
+				t.Errorf("after Return: FD %d, want -1", g2.FD)
+			}
+			f.g.Return(g2) // twice: ignored
+			if how == "release" {
+				f.g.ReleaseHolder(h)
+			} else {
+				f.g.Close()
+			}
+			f.wantCounts(0, 0)
+			if ap, err := sockName(g.FD); err != nil || ap != g.Key.Addr {
+				t.Fatalf("lent fd after the socket went (%s): %v, %v; want it open, bound to %v", how, ap, err, g.Key.Addr)
+			}
+			f.g.Return(g)
+			if n := openFDs(t); n != base {
+				t.Errorf("%d fds open after the last Return, want %d", n, base)
+			}
+		})
+	}
+}
+
+func TestPickupLent(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	base := openFDs(t)
+	a, b := &registry.Holder{UID: 1}, &registry.Holder{UID: 2}
+	tok := f.acquire(f.pending(tcp0, a, shareAny, ""))
+	g, err := f.g.PickupLent(tok.Token, b, func(registry.Key) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.File != nil || g.Key != tok.Key {
+		t.Fatalf("lent pickup: %+v", g)
+	}
+	if ap, err := sockName(g.FD); err != nil || ap != tok.Key.Addr {
+		t.Fatalf("lent fd: %v, %v; want bound to %v", ap, err, tok.Key.Addr)
+	}
+	f.g.ReleaseHolder(b)
+	f.g.Return(g)
+	f.wantCounts(0, 0)
+	if n := openFDs(t); n != base {
+		t.Errorf("%d fds open after release and Return, want %d", n, base)
+	}
 }

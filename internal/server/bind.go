@@ -150,15 +150,15 @@ func applyOptions(dst *binder.Options, o *wire.SocketOptions) []string {
 }
 
 // bind serves OpBind: parse, policy, then the cache.
-func (ss *session) bind(r *wire.BindRequest) (*wire.BindResult, *os.File, string, error) {
+func (ss *session) bind(r *wire.BindRequest) (*wire.BindResult, handout, string, error) {
 	t, err := ss.parseBind(r)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, handout{}, "", err
 	}
 	c := &ss.caller
 	dec, why := ss.s.policy.Load().Bind(c, &policy.BindQuery{Proto: t.proto, Addr: t.ap.Addr(), Port: t.ap.Port(), Share: t.share.String(), Options: t.used})
 	if !dec.Allowed {
-		return nil, nil, "", wire.Errorf(wire.CodeDenied, "policy grants uid %d no bind to %s %s: %s", c.UID, t.proto, t.ap, why)
+		return nil, handout{}, "", wire.Errorf(wire.CodeDenied, "policy grants uid %d no bind to %s %s: %s", c.UID, t.proto, t.ap, why)
 	}
 	g, err := ss.s.registry.Acquire(&registry.Request{
 		Key:     registry.Key{Proto: t.proto, Addr: t.ap},
@@ -168,28 +168,29 @@ func (ss *session) bind(r *wire.BindRequest) (*wire.BindResult, *os.File, string
 		Linger:  dec.Linger,
 		Holder:  ss.holder,
 		Pending: r.TokenOnly,
+		Lend:    true,
 		Create:  func() (*os.File, netip.AddrPort, error) { return binder.Create(t.proto, t.ap, t.opts) },
 	})
 	if err != nil {
-		return nil, nil, dec.Rule, registryError(err)
+		return nil, handout{}, dec.Rule, registryError(err)
 	}
 	res := &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared}
 	if r.TokenOnly {
 		res.ExpiresMS = time.Until(g.Expires).Milliseconds()
 	}
-	return res, g.File, dec.Rule, nil
+	return res, lent(g), dec.Rule, nil
 }
 
 // pickup serves OpPickup: the caller must be granted the socket's address.
-func (ss *session) pickup(r *wire.TokenRequest) (*wire.BindResult, *os.File, error) {
+func (ss *session) pickup(r *wire.TokenRequest) (*wire.BindResult, handout, error) {
 	pol := ss.s.policy.Load()
-	g, err := ss.s.registry.Pickup(r.Token, ss.holder, func(k registry.Key) bool {
+	g, err := ss.s.registry.PickupLent(r.Token, ss.holder, func(k registry.Key) bool {
 		return pol.BindAddr(&ss.caller, k.Proto, k.Addr.Addr(), k.Addr.Port()).Allowed
 	})
 	if err != nil {
-		return nil, nil, registryError(err)
+		return nil, handout{}, registryError(err)
 	}
-	return &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared}, g.File, nil
+	return &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared}, lent(g), nil
 }
 
 // release serves OpRelease.

@@ -14,7 +14,7 @@ import (
 
 // handle serves one decoded request and returns its reply and, on success,
 // the file whose fd goes with it (the caller sends and closes it).
-func (ss *session) handle(req *wire.Request) (*wire.Reply, *os.File) {
+func (ss *session) handle(req *wire.Request) (*wire.Reply, handout) {
 	rep := &wire.Reply{V: wire.Version, ID: req.ID}
 	switch req.Op {
 	case wire.OpConnect:
@@ -23,23 +23,23 @@ func (ss *session) handle(req *wire.Request) (*wire.Reply, *os.File) {
 		ss.audit(req, out, err, time.Since(start))
 		if err != nil {
 			rep.Error = toWire(err)
-			return rep, nil
+			return rep, handout{}
 		}
 		rep.Connect = &wire.ConnectResult{Local: out.Local.String(), Remote: out.Remote.String()}
-		return rep, f
+		return rep, handout{file: f}
 	case wire.OpHello:
 		if err := ss.hello(req.Hello); err != nil {
 			rep.Error = toWire(err)
 		} else {
 			rep.OK = true
 		}
-		return rep, nil
+		return rep, handout{}
 	case wire.OpBind:
 		res, f, rule, err := ss.bind(req.Bind)
 		ss.auditBind(req, rule, res, err)
 		if err != nil {
 			rep.Error = toWire(err)
-			return rep, nil
+			return rep, handout{}
 		}
 		rep.Bind = res
 		return rep, f
@@ -48,7 +48,7 @@ func (ss *session) handle(req *wire.Request) (*wire.Reply, *os.File) {
 		ss.auditToken(req, res, err)
 		if err != nil {
 			rep.Error = toWire(err)
-			return rep, nil
+			return rep, handout{}
 		}
 		rep.Bind = res
 		return rep, f
@@ -60,20 +60,20 @@ func (ss *session) handle(req *wire.Request) (*wire.Reply, *os.File) {
 		} else {
 			rep.OK = true
 		}
-		return rep, nil
+		return rep, handout{}
 	case wire.OpStatus:
 		rep.Status = ss.status()
-		return rep, nil
+		return rep, handout{}
 	case wire.OpReload:
 		if err := ss.reload(); err != nil {
 			rep.Error = toWire(err)
 		} else {
 			rep.OK = true
 		}
-		return rep, nil
+		return rep, handout{}
 	}
 	rep.Error = wire.Errorf(wire.CodeInvalidRequest, "unknown op %q", req.Op)
-	return rep, nil
+	return rep, handout{}
 }
 
 // connect parses a connect request and hands it to the broker.

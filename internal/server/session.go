@@ -87,7 +87,7 @@ func (ss *session) run() {
 	ss.log = ss.s.log.With("uid", caller.UID, "gid", caller.GID, "pid", caller.PID)
 	if err := ss.s.admit(ss); err != nil {
 		ss.log.Warn("connection refused", "code", wire.CodeLimitExceeded, "err", toWire(err).Message)
-		ss.reply(&wire.Reply{V: wire.Version, Error: toWire(err)}, nil)
+		ss.reply(&wire.Reply{V: wire.Version, Error: toWire(err)}, handout{})
 		return
 	}
 	defer ss.s.leave(ss)
@@ -240,15 +240,57 @@ func (ss *session) fail(req *wire.Request, e error) {
 	}
 	we := toWire(e)
 	ss.log.Info("request refused", "id", id, "code", we.Code, "err", we.Message)
-	ss.reply(&wire.Reply{V: wire.Version, ID: id, Error: we}, nil)
+	ss.reply(&wire.Reply{V: wire.Version, ID: id, Error: we}, handout{})
 }
 
-// reply writes one reply packet, with f's fd as its control data when f is
-// not nil, and then closes f: the client holds the only copy from here on.
-// A client that does not take the reply within the write timeout is dropped.
-func (ss *session) reply(rep *wire.Reply, f *os.File) {
-	if f != nil {
-		defer f.Close()
+// handout is the descriptor a reply carries, if any: a file the server
+// owns and closes once it is sent, or a cached socket's own descriptor lent
+// by the registry and given back once it is sent.
+type handout struct {
+	file *os.File
+	lent *registry.Grant
+}
+
+// lent is the handout of g: its lent descriptor, or its file (a token-only
+// grant has neither).
+func lent(g *registry.Grant) handout {
+	if g.FD >= 0 {
+		return handout{lent: g}
+	}
+	if g.File != nil {
+		return handout{file: g.File}
+	}
+	return handout{}
+}
+
+func (h handout) fd() int {
+	switch {
+	case h.file != nil:
+		return int(h.file.Fd())
+	case h.lent != nil:
+		return h.lent.FD
+	}
+	return -1
+}
+
+// done closes or gives back the descriptor.
+func (h handout) done(r *registry.Registry) {
+	if h.file != nil {
+		h.file.Close()
+	}
+	if h.lent != nil {
+		r.Return(h.lent)
+	}
+}
+
+// reply writes one reply packet, with out's descriptor as its control data
+// if there is one, and then closes or gives it back: the client holds its
+// own copy from here on. A client that does not take the reply within the
+// write timeout is dropped.
+func (ss *session) reply(rep *wire.Reply, out handout) {
+	fd := out.fd()
+	if fd >= 0 {
+		defer out.done(ss.s.registry)
 		rep.FDs = 1
 	}
 	b, err := wire.Encode(rep)
@@ -257,15 +299,15 @@ func (ss *session) reply(rep *wire.Reply, f *os.File) {
 		// sockets is too large to send): answer with the error instead,
 		// without the descriptor.
 		ss.s.log.Error("encoding reply", "id", rep.ID, "err", err)
-		f = nil
+		fd = -1
 		e := wire.Errorf(wire.CodeInternal, "the reply would exceed %d bytes, the protocol's limit, and was not sent", wire.MaxMessageSize)
 		if b, err = wire.Encode(&wire.Reply{V: wire.Version, ID: rep.ID, Error: e}); err != nil {
 			return
 		}
 	}
 	var oob []byte
-	if f != nil {
-		oob = unix.UnixRights(int(f.Fd()))
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
 	}
 	ss.c.SetWriteDeadline(time.Now().Add(ss.s.writeTimeout))
 	if ss.ctx.Err() != nil && ss.s.ctx.Err() != nil {
