@@ -115,6 +115,9 @@ func Connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, con
 		if !d.Allowed && !pol.ConnectAnyIP(caller, t.Port) {
 			return nil, out, wire.Errorf(wire.CodeDenied, "policy grants uid %d no connect to %s", caller.UID, t)
 		}
+		if opts.Wait != nil {
+			opts.Wait()
+		}
 		resolved, err := conn.Resolve(ctx, n, t.Host)
 		if err != nil {
 			return nil, out, resolveError(t.Host, err)

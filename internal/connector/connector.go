@@ -75,6 +75,11 @@ type Connector struct {
 type Options struct {
 	// SendTimeout, when positive, is set as SO_SNDTIMEO on the socket.
 	SendTimeout time.Duration
+	// Wait, when set, is called before a step that may wait: a DNS
+	// lookup, or a connect that did not finish at once. A caller that
+	// serves other work on the same goroutine can hand that work over to
+	// another then. It may be called more than once.
+	Wait func()
 }
 
 // Result describes a connected socket.
@@ -209,7 +214,7 @@ func dialOne(ctx context.Context, proto string, ap netip.AddrPort, opts Options)
 	switch err {
 	case nil:
 	case unix.EINPROGRESS, unix.EINTR: // interrupted, it goes on
-		fd, err = waitConnected(ctx, fd)
+		fd, err = waitConnected(ctx, fd, opts.Wait)
 	default:
 		err = os.NewSyscallError("connect", err)
 	}
@@ -237,11 +242,15 @@ func dialOne(ctx context.Context, proto string, ap netip.AddrPort, opts Options)
 // waitConnected waits for fd's connect to finish, within ctx, and returns
 // the connect's error. A connect still under way after a poll of no time
 // waits in Go's poller; fd then comes back as a duplicate of itself, the
-// original closed to leave the poller.
-func waitConnected(ctx context.Context, fd int) (int, error) {
+// original closed to leave the poller. wait, if set, is called before
+// waiting.
+func waitConnected(ctx context.Context, fd int, wait func()) (int, error) {
 	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 	if n, err := unix.Poll(pfd, 0); err == nil && n == 1 {
 		return fd, soError(fd)
+	}
+	if wait != nil {
+		wait()
 	}
 	f := os.NewFile(uintptr(fd), "connecting") // non-blocking: joins the poller
 	defer f.Close()

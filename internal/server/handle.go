@@ -13,13 +13,15 @@ import (
 )
 
 // handle serves one decoded request and returns its reply and, on success,
-// the file whose fd goes with it (the caller sends and closes it).
-func (ss *session) handle(req *wire.Request) (*wire.Reply, handout) {
+// the descriptor that goes with it (the caller sends it, then closes or
+// returns it). wait, if set, is called before a connect waits (see
+// connector.Options.Wait).
+func (ss *session) handle(req *wire.Request, wait func()) (*wire.Reply, handout) {
 	rep := &wire.Reply{V: wire.Version, ID: req.ID}
 	switch req.Op {
 	case wire.OpConnect:
 		start := time.Now()
-		f, out, err := ss.connect(req.Connect)
+		f, out, err := ss.connect(req.Connect, wait)
 		ss.audit(req, out, err, time.Since(start))
 		if err != nil {
 			rep.Error = toWire(err)
@@ -77,7 +79,7 @@ func (ss *session) handle(req *wire.Request) (*wire.Reply, handout) {
 }
 
 // connect parses a connect request and hands it to the broker.
-func (ss *session) connect(r *wire.ConnectRequest) (*os.File, broker.Outcome, error) {
+func (ss *session) connect(r *wire.ConnectRequest, wait func()) (*os.File, broker.Outcome, error) {
 	n, err := connector.ParseNetwork(r.Network)
 	if err != nil {
 		return nil, broker.Outcome{}, wire.Errorf(wire.CodeInvalidRequest, "%v", err)
@@ -92,7 +94,7 @@ func (ss *session) connect(r *wire.ConnectRequest) (*os.File, broker.Outcome, er
 	}
 	ctx, cancel := context.WithTimeout(ss.ctx, timeout)
 	defer cancel()
-	return broker.Connect(ctx, ss.s.policy.Load(), &ss.caller, ss.s.connector, n, t, connector.Options{})
+	return broker.Connect(ctx, ss.s.policy.Load(), &ss.caller, ss.s.connector, n, t, connector.Options{Wait: wait})
 }
 
 // The audit functions below write the one log line every request gets: at

@@ -2,10 +2,11 @@
 // SOCK_SEQPACKET listener, identifies each caller, decodes requests, asks the
 // policy, has the connector create sockets, and replies with the socket's fd.
 //
-// One goroutine serves each connection. It answers the requests that never
-// wait (bind, pickup, release, hello, status) itself, and starts one more
-// goroutine for each request that may wait on the network or the disk
-// (connect, reload), so a slow connect never delays another request. A hostile or broken client can only
+// One goroutine reads each connection and answers the requests that never
+// wait (bind, pickup, release, hello, status) itself, as well as connects
+// that finish at once. A connect that has to wait (a DNS lookup, a remote
+// handshake) first hands the reading over to a new goroutine, and a reload
+// gets a goroutine of its own, so a slow request never delays another. A hostile or broken client can only
 // ever get error replies and its own connection closed: nothing it sends makes
 // the server exit or leak a descriptor.
 package server

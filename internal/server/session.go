@@ -34,12 +34,16 @@ type session struct {
 
 	holder *registry.Holder // this connection's references in the cache
 
+	// ended is closed by a goroutine that took the reading over from
+	// run (see readLoop) when it has seen the connection end.
+	ended chan struct{}
+
 	mu  sync.Mutex
 	app string // declared with OpHello; the default share name
 }
 
 func newSession(s *Server, c *net.UnixConn) *session {
-	ss := &session{s: s, c: c, slots: make(chan struct{}, s.maxInFlight), holder: &registry.Holder{}}
+	ss := &session{s: s, c: c, slots: make(chan struct{}, s.maxInFlight), holder: &registry.Holder{}, ended: make(chan struct{})}
 	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
 	return ss
 }
@@ -94,6 +98,23 @@ func (ss *session) run() {
 	ss.log.Debug("client connected")
 	connected = true
 
+	if !ss.readLoop() {
+		<-ss.ended // another goroutine reads now, until the end
+	}
+}
+
+// readLoop reads and serves requests until the connection ends, when it
+// returns true, or until it has handed the reading over to a new goroutine
+// to wait on a connect, when it returns false once that connect is
+// answered.
+//
+// A connect is served by the reader itself as long as it does not wait: a
+// connect to an address that finishes at once (any on this host) then
+// costs no goroutine and no thread wake-up. When the connect must wait
+// (a DNS lookup, a handshake with a remote peer), a new goroutine becomes
+// the reader first, so that the connection's other requests are never
+// held up by it.
+func (ss *session) readLoop() bool {
 	for {
 		idle := ss.s.idleTimeout()
 		deadline := time.Time{} // none: a reload may have turned idle closing off
@@ -102,13 +123,13 @@ func (ss *session) run() {
 		}
 		ss.c.SetReadDeadline(deadline)
 		if ss.ctx.Err() != nil { // stop() may have run before the line above
-			return
+			return true
 		}
 		bp, n, err := ss.readPacket()
 		if errors.Is(err, os.ErrDeadlineExceeded) && ss.ctx.Err() == nil {
 			if len(ss.slots) == 0 && ss.s.registry.Holds(ss.holder) == 0 {
 				ss.log.Info("closing idle connection", "idle", idle)
-				return
+				return true
 			}
 			continue // busy or holding sockets: keep it
 		}
@@ -116,7 +137,7 @@ func (ss *session) run() {
 			if !errors.Is(err, io.EOF) && ss.ctx.Err() == nil {
 				ss.log.Debug("read failed; closing connection", "err", err)
 			}
-			return
+			return true
 		}
 		req, derr := wire.DecodeRequest((*bp)[:n])
 		bufPool.Put(bp)
@@ -127,8 +148,8 @@ func (ss *session) run() {
 		if !blocking(req.Op) {
 			// Answered from memory and a few non-blocking syscalls:
 			// serving it here spares a goroutine and a thread wake-up.
-			rep, f := ss.handle(req)
-			ss.reply(rep, f)
+			rep, out := ss.handle(req, nil)
+			ss.reply(rep, out)
 			continue
 		}
 		select {
@@ -139,20 +160,46 @@ func (ss *session) run() {
 			ss.fail(req, e)
 			continue
 		}
-		ss.wg.Add(1)
-		go func() {
-			defer func() { <-ss.slots; ss.wg.Done() }()
-			rep, f := ss.handle(req)
-			ss.reply(rep, f)
-		}()
+		if req.Op != wire.OpConnect {
+			ss.wg.Add(1)
+			go func() {
+				defer func() { <-ss.slots; ss.wg.Done() }()
+				rep, out := ss.handle(req, nil)
+				ss.reply(rep, out)
+			}()
+			continue
+		}
+		moved := false
+		rep, out := ss.handle(req, func() {
+			if !moved {
+				moved = true
+				ss.wg.Add(1) // this goroutine now serves one request
+				go ss.takeOver()
+			}
+		})
+		ss.reply(rep, out)
+		<-ss.slots
+		if moved {
+			ss.wg.Done()
+			return false
+		}
+	}
+}
+
+// takeOver reads for the session after the reader went to wait on a
+// connect, and tells run when the connection has ended.
+func (ss *session) takeOver() {
+	if ss.readLoop() {
+		close(ss.ended)
 	}
 }
 
 // blocking reports the ops that may wait on the network or the disk:
 // connect resolves names and waits for handshakes, reload reads the
-// configuration. They run on goroutines of their own, within the
-// connection's in-flight limit; every other op is served inline by the
-// connection's reader, in order.
+// configuration. They count against the connection's in-flight limit. A
+// reload runs on a goroutine of its own; a connect starts on the reader
+// and moves the reading elsewhere if it has to wait (see readLoop). Every
+// other op is served by the reader, in order.
 func blocking(op wire.Op) bool {
 	return op == wire.OpConnect || op == wire.OpReload
 }

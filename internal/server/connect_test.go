@@ -1,0 +1,158 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"sockfactory/internal/config"
+	"sockfactory/internal/wire"
+)
+
+// fullQueue returns a loopback TCP address whose accept queue is full, so
+// that a connect to it stays in progress (its SYN is dropped) for as long
+// as the test lasts.
+func fullQueue(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+		if i == 16 {
+			t.Fatal("the accept queue of a listen(fd, 0) socket never filled")
+		}
+	}
+}
+
+// send sends one raw request packet.
+func send(t *testing.T, c *net.UnixConn, req string) {
+	t.Helper()
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recvReply reads one reply, closing any fd it carries, and returns it
+// with the number of fds.
+func recvReply(t *testing.T, c *net.UnixConn) *wire.Reply {
+	t.Helper()
+	buf, oob := make([]byte, wire.MaxMessageSize), make([]byte, 128)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		t.Fatalf("reading a reply: %v", err)
+	}
+	closeRights(oob[:oobn])
+	rep, err := wire.DecodeReply(buf[:n])
+	if err != nil {
+		t.Fatalf("reply %q: %v", buf[:n], err)
+	}
+	return rep
+}
+
+// TestConnectWaitMovesReader: a connect served by the connection's reader
+// that has to wait hands the reading over, so the connection's next
+// requests are answered first; the connection keeps working afterwards and
+// its end is seen whichever goroutine reads then.
+func TestConnectWaitMovesReader(t *testing.T) {
+	stalled := fullQueue(t)
+	ok := listenTCP(t)
+	cfg, err := config.Parse("test.toml", []byte(fmt.Sprintf("[[rule]]\nname = \"t\"\nusers = [%d]\nconnect = [\"127.0.0.1:*\"]\n", os.Getuid())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	goroutines := runtime.NumGoroutine()
+	srv := New(Options{Policy: cfg.Policy})
+	path := filepath.Join(t.TempDir(), "sf.sock")
+	ln, err := Listen("unixpacket", path, 0o600, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	nc, err := net.Dial("unixpacket", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := nc.(*net.UnixConn)
+
+	for round := 1; round <= 2; round++ {
+		// Round 1 waits in run's goroutine, round 2 in the one that took
+		// the reading over.
+		id := uint64(10 * round)
+		send(t, c, fmt.Sprintf(`{"v":1,"id":%d,"op":"connect","connect":{"network":"tcp","address":%q,"timeout_ms":1500}}`, id, stalled))
+		send(t, c, fmt.Sprintf(`{"v":1,"id":%d,"op":"hello","hello":{"app":"x"}}`, id+1))
+		send(t, c, fmt.Sprintf(`{"v":1,"id":%d,"op":"connect","connect":{"network":"tcp","address":%q}}`, id+2, ok))
+		first, second := recvReply(t, c), recvReply(t, c)
+		if first.ID != id+1 || !first.OK {
+			t.Fatalf("round %d: first reply %+v; want the hello (id %d), not held up by the waiting connect", round, first, id+1)
+		}
+		if second.ID != id+2 || second.Error != nil || second.FDs != 1 {
+			t.Fatalf("round %d: second reply %+v; want the connect to a listening address (id %d) with its socket", round, second, id+2)
+		}
+		last := recvReply(t, c)
+		if last.ID != id || last.Error == nil || last.Error.Code != wire.CodeTimeout {
+			t.Fatalf("round %d: last reply %+v; want the stalled connect (id %d) timed out", round, last, id)
+		}
+	}
+	c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Sessions() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := srv.Sessions(); n != 0 {
+		t.Fatalf("%d sessions after the client left, want 0", n)
+	}
+	srv.Close()
+	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > goroutines {
+		t.Errorf("%d goroutines after Close, want at most %d as before", n, goroutines)
+	}
+}
+
+// listenTCP returns the address of a loopback listener that accepts and
+// closes.
+func listenTCP(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l.Addr().String()
+}
