@@ -1,0 +1,76 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"sockfactory/internal/config"
+	"sockfactory/internal/wire"
+)
+
+// BenchmarkHandoff measures the daemon's request path for the hand-out of
+// a cached shared socket, in process: a raw client sends a bind request on
+// one connection and waits for the reply and its fd. With -cpuprofile it
+// shows where the server's time goes; the client's share is the wire
+// encoding and two system calls.
+func BenchmarkHandoff(b *testing.B) {
+	cfg, err := config.Parse("bench.toml", []byte(fmt.Sprintf("[[rule]]\nname = \"b\"\nusers = [%d]\nbind = [\"tcp:127.0.0.1:*\"]\n", os.Getuid())))
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := New(Options{Policy: cfg.Policy})
+	defer srv.Close()
+	path := filepath.Join(b.TempDir(), "sf.sock")
+	ln, err := Listen("unixpacket", path, 0o600, -1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		b.Fatal(err)
+	}
+	// The first bind creates the socket; the loop's binds share it.
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := hold.Addr().String()
+	hold.Close()
+	buf, oob := make([]byte, 4096), make([]byte, 64)
+	req := &wire.Request{V: wire.Version, Op: wire.OpBind, Bind: &wire.BindRequest{Network: "tcp", Address: addr, Share: "any", Name: "b"}}
+	var out []byte
+	do := func(id uint64) {
+		req.ID = id
+		if out, err = wire.AppendRequest(out[:0], req); err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Send(fd, out, 0); err != nil {
+			b.Fatal(err)
+		}
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rep, err := wire.DecodeReply(buf[:n])
+		if err != nil || rep.Error != nil || rep.FDs != 1 || oobn == 0 {
+			b.Fatalf("reply %q: %v", buf[:n], err)
+		}
+		closeRights(oob[:oobn])
+	}
+	do(1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		do(uint64(i) + 2)
+	}
+}
