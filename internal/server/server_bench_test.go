@@ -74,3 +74,101 @@ func BenchmarkHandoff(b *testing.B) {
 		do(uint64(i) + 2)
 	}
 }
+
+// BenchmarkConnect measures a brokered connect to a loopback listener in
+// process: a raw client sends a connect request and waits for the reply
+// and its fd, which it closes with a reset (no TIME_WAIT). The listener's
+// accepting runs in the same process.
+func BenchmarkConnect(b *testing.B) {
+	cfg, err := config.Parse("bench.toml", []byte(fmt.Sprintf("[[rule]]\nname = \"b\"\nusers = [%d]\nconnect = [\"127.0.0.1:*\"]\n", os.Getuid())))
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := New(Options{Policy: cfg.Policy})
+	defer srv.Close()
+	path := filepath.Join(b.TempDir(), "sf.sock")
+	ln, err := Listen("unixpacket", path, 0o600, -1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	go func() {
+		for {
+			c, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		b.Fatal(err)
+	}
+	buf, oob := make([]byte, 4096), make([]byte, 64)
+	req := &wire.Request{V: wire.Version, Op: wire.OpConnect, Connect: &wire.ConnectRequest{Network: "tcp", Address: sink.Addr().String()}}
+	var out []byte
+	b.ReportAllocs()
+	for i := range b.N {
+		req.ID = uint64(i) + 1
+		if out, err = wire.AppendRequest(out[:0], req); err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Send(fd, out, 0); err != nil {
+			b.Fatal(err)
+		}
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rep, err := wire.DecodeReply(buf[:n])
+		if err != nil || rep.Error != nil || rep.FDs != 1 || oobn == 0 {
+			b.Fatalf("reply %q: %v", buf[:n], err)
+		}
+		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+		fds, _ := unix.ParseUnixRights(&msgs[0])
+		unix.SetsockoptLinger(fds[0], unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+		unix.Close(fds[0])
+	}
+}
+
+// BenchmarkDirectConnect is BenchmarkConnect's floor: the same connect and
+// close made by the client itself.
+func BenchmarkDirectConnect(b *testing.B) {
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	go func() {
+		for {
+			c, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	sa := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: sink.Addr().(*net.TCPAddr).Port}
+	b.ReportAllocs()
+	for range b.N {
+		s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := unix.Connect(s, sa); err != nil {
+			b.Fatal(err)
+		}
+		unix.SetsockoptLinger(s, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+		unix.Close(s)
+	}
+}
