@@ -256,21 +256,20 @@ func (l *Listener) serveConn(c *net.UnixConn) {
 		l.log.Error("cannot identify caller; closing", "err", err)
 		return
 	}
-	log := l.log.With("uid", caller.UID, "gid", caller.GID, "pid", caller.PID)
 	if err := l.admit(caller.UID); err != nil {
-		log.Warn("fail", "code", wire.CodeLimitExceeded, "err", err)
+		l.audit(slog.LevelWarn, "fail", &caller, slog.String("code", string(wire.CodeLimitExceeded)), slog.String("err", err.Error()))
 		return
 	}
 	defer l.leave(caller.UID)
 
 	req, err := readRequest(l.ctx, c, l.opts.ReadTimeout)
 	if err != nil {
-		log.Warn("fail", "code", wire.CodeInvalidRequest, "err", err)
+		l.audit(slog.LevelWarn, "fail", &caller, slog.String("code", string(wire.CodeInvalidRequest)), slog.String("err", err.Error()))
 		return
 	}
 	t, err := broker.ParseTarget(req)
 	if err != nil {
-		log.Warn("fail", "request", req, "code", wire.CodeInvalidRequest, "err", toWire(err).Message)
+		l.audit(slog.LevelWarn, "fail", &caller, slog.String("request", req), slog.String("code", string(wire.CodeInvalidRequest)), slog.String("err", toWire(err).Message))
 		return
 	}
 	n := connector.Network{Proto: "tcp", Family: 4}
@@ -290,21 +289,33 @@ func (l *Listener) serveConn(c *net.UnixConn) {
 	took := time.Since(start).Milliseconds()
 	if err != nil {
 		we := toWire(err)
-		args := []any{"request", req, "code", we.Code, "err", we.Message, "ms", took}
+		level, msg := slog.LevelInfo, "fail"
 		if we.Code == wire.CodeDenied {
-			log.Warn("deny", args...)
-		} else {
-			log.Info("fail", args...)
+			level, msg = slog.LevelWarn, "deny"
 		}
+		l.audit(level, msg, &caller, slog.String("request", req), slog.String("code", string(we.Code)), slog.String("err", we.Message), slog.Int64("ms", took))
 		return
 	}
 	defer f.Close()
 	c.SetWriteDeadline(time.Now().Add(l.opts.ReadTimeout))
 	if _, _, err := c.WriteMsgUnix(reply, unix.UnixRights(int(f.Fd())), nil); err != nil {
-		log.Info("fail", "request", req, "code", wire.CodeInternal, "err", "client left before the reply: "+err.Error(), "ms", took)
+		l.audit(slog.LevelInfo, "fail", &caller, slog.String("request", req), slog.String("code", string(wire.CodeInternal)), slog.String("err", "client left before the reply: "+err.Error()), slog.Int64("ms", took))
 		return
 	}
-	log.Info("grant", "request", req, "rule", out.Rule, "remote", out.Remote, "local", out.Local, "ms", took)
+	l.audit(slog.LevelInfo, "grant", &caller, slog.String("request", req), slog.String("rule", out.Rule), slog.Any("remote", out.Remote), slog.Any("local", out.Local), slog.Int64("ms", took))
+}
+
+// audit writes the one log line a connection gets, led by its caller's
+// uid, gid and pid. It builds nothing when the level is off: this runs for
+// every request.
+func (l *Listener) audit(level slog.Level, msg string, c *policy.Caller, attrs ...slog.Attr) {
+	ctx := context.Background()
+	if !l.log.Enabled(ctx, level) {
+		return
+	}
+	var buf [12]slog.Attr
+	a := append(buf[:0], slog.Uint64("uid", uint64(c.UID)), slog.Uint64("gid", uint64(c.GID)), slog.Int64("pid", int64(c.PID)))
+	l.log.LogAttrs(ctx, level, msg, append(a, attrs...)...)
 }
 
 // admit counts a connection against the limits.
