@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -43,6 +44,32 @@ func benchDaemon(b *testing.B) string {
 	return path
 }
 
+// usage is the process's CPU time and context switches so far.
+type usage struct {
+	cpu  time.Duration
+	vcsw int64 // voluntary: a thread blocked, to be woken up later
+}
+
+func getUsage(b *testing.B) usage {
+	b.Helper()
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return usage{cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), vcsw: ru.Nvcsw}
+}
+
+// reportUsage reports, per operation since start, the CPU time the whole
+// process (the in-process daemon included) spent, and its threads'
+// voluntary context switches: on a loaded machine steadier than ns/op.
+func reportUsage(b *testing.B, start usage) {
+	b.Helper()
+	end := getUsage(b)
+	n := float64(b.N)
+	b.ReportMetric(float64(end.cpu-start.cpu)/n, "cpu-ns/op")
+	b.ReportMetric(float64(end.vcsw-start.vcsw)/n, "vcsw/op")
+}
+
 // BenchmarkRoundTrip measures one request and its reply, without a
 // descriptor: a release of a token the daemon does not know.
 func BenchmarkRoundTrip(b *testing.B) {
@@ -53,6 +80,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 		b.Fatalf("Release: %v, want %v", err, sockfactory.ErrNotFound)
 	}
 	b.ReportAllocs()
+	defer reportUsage(b, getUsage(b))
 	for b.Loop() {
 		if err := c.Release(ctx, "nosuchtoken"); !errors.Is(err, sockfactory.ErrNotFound) {
 			b.Fatalf("Release: %v, want %v", err, sockfactory.ErrNotFound)
@@ -70,6 +98,7 @@ func BenchmarkRoundTripParallel(b *testing.B) {
 		b.Fatalf("Release: %v, want %v", err, sockfactory.ErrNotFound)
 	}
 	b.ReportAllocs()
+	defer reportUsage(b, getUsage(b))
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if err := c.Release(ctx, "nosuchtoken"); !errors.Is(err, sockfactory.ErrNotFound) {
@@ -100,6 +129,7 @@ func BenchmarkRoundTripRaw(b *testing.B) {
 	buf := make([]byte, wire.MaxMessageSize)
 	oob := make([]byte, unix.CmsgSpace(wire.MaxFDs*4))
 	b.ReportAllocs()
+	defer reportUsage(b, getUsage(b))
 	for b.Loop() {
 		if err := unix.Sendmsg(s, req, nil, nil, 0); err != nil {
 			b.Fatal(err)
@@ -132,6 +162,7 @@ func BenchmarkBindFile(b *testing.B) {
 	}
 	defer hold.Close()
 	b.ReportAllocs()
+	defer reportUsage(b, getUsage(b))
 	for b.Loop() {
 		f, bd, err := c.BindFile(ctx, "tcp", first.Addr, lo)
 		if err != nil {
