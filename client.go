@@ -268,8 +268,9 @@ func (c *Client) Close() error {
 	if setup != nil {
 		setup.close(errClosed)
 	}
-	// Every connection is closed now (or is being set up, and will be
-	// closed by its dialer before it reads), so no drain starts again.
+	// Every connection is closed now, or is being set up without a hello
+	// and will be closed by its dialer before any request: no drain
+	// goroutine starts again. Wait for those that run.
 	c.wg.Wait()
 	return nil
 }
@@ -484,8 +485,6 @@ func (cc *clientConn) watchEnd(stop func() bool) {
 // result, or closed if the result carries an error. An error returned
 // breaks the connection.
 func (cc *clientConn) readOne() (r result, id uint64, err error) {
-	cc.msg.SetControllen(len(cc.oob))
-	cc.msg.Flags = 0
 	if err := cc.rc.Read(cc.recv); err != nil {
 		return r, 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -531,6 +530,8 @@ func (cc *clientConn) readOne() (r result, id uint64, err error) {
 // reports false when there is nothing to read yet.
 func (cc *clientConn) recvmsg(fd uintptr) bool {
 	for {
+		cc.msg.SetControllen(len(cc.oob))
+		cc.msg.Flags = 0
 		n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&cc.msg)), unix.MSG_CMSG_CLOEXEC)
 		switch errno {
 		case 0:
