@@ -598,3 +598,89 @@ func TestClientCancelStorm(t *testing.T) {
 	f.Close()
 	wantFDs(t, base, "after the storm")
 }
+
+// TestClientBadReplies checks that a reply whose descriptors do not match
+// what it announces fails its request with ErrProtocol, with every
+// descriptor that came closed, and that the connection stays usable; and
+// that an undecodable reply breaks the connection with ErrProtocol.
+func TestClientBadReplies(t *testing.T) {
+	pipes := func(t *testing.T, n int) []int {
+		t.Helper()
+		var fds []int
+		for range n {
+			var p [2]int
+			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+				t.Fatal(err)
+			}
+			unix.Close(p[1])
+			fds = append(fds, p[0])
+		}
+		t.Cleanup(func() {
+			for _, fd := range fds {
+				if fd >= 0 {
+					unix.Close(fd)
+				}
+			}
+		})
+		return fds
+	}
+	connect := &wire.ConnectResult{Local: "127.0.0.1:1", Remote: "127.0.0.1:2"}
+	tests := []struct {
+		name      string
+		announced int // the reply's "fds"
+		sent      int // descriptors in its control data
+	}{
+		{"fewer than announced", 2, 1},
+		{"more than announced", 1, 2},
+		{"none announced", 0, 1},
+		{"more than a reply may carry", 1, wire.MaxFDs + 4}, // cut short by the kernel: MSG_CTRUNC
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			path, fd := startFake(t)
+			c := newClient(t, path)
+			conn, base := warmUp(t, c, fd)
+
+			call := connectFile(t.Context(), c, "127.0.0.1:1")
+			req := conn.read(t)
+			fds := pipes(t, tt.sent)
+			conn.send(t, &wire.Reply{V: wire.Version, ID: req.ID, FDs: tt.announced, Connect: connect}, fds...)
+			for i, fd := range fds {
+				unix.Close(fd)
+				fds[i] = -1
+			}
+			o := await(t, call, "call")
+			if o.f != nil {
+				o.f.Close()
+			}
+			checkErrIs(t, o.err, sockfactory.ErrProtocol)
+			wantFDs(t, base, "after the bad reply")
+
+			next := connectFile(t.Context(), c, "127.0.0.1:2")
+			id := conn.replyFD(t, conn.read(t))
+			wantFile(t, await(t, next, "call after the bad reply"), id, "call after the bad reply")
+		})
+	}
+
+	t.Run("undecodable", func(t *testing.T) {
+		checkFDs(t)
+		path, fd := startFake(t)
+		c := newClient(t, path)
+		conn, _ := warmUp(t, c, fd)
+		first := connectFile(t.Context(), c, "127.0.0.1:1")
+		conn.read(t)
+		second := connectFile(t.Context(), c, "127.0.0.1:2")
+		conn.read(t)
+		fds := pipes(t, 1)
+		if _, _, err := conn.uc.WriteMsgUnix([]byte(`{"v":1,"id":`), unix.UnixRights(fds...), nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range []outcome{await(t, first, "first call"), await(t, second, "second call")} {
+			if o.f != nil {
+				o.f.Close()
+			}
+			checkErrIs(t, o.err, sockfactory.ErrProtocol)
+		}
+	})
+}
