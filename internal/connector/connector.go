@@ -198,6 +198,23 @@ func IsTimeout(err error) bool {
 // A connect to loopback is complete by the time connect returns, so that
 // case costs a poll(2) of no time instead of a trip through the poller.
 func dialOne(ctx context.Context, proto string, ap netip.AddrPort, opts Options) (*os.File, Result, error) {
+	f, res, err := dialOnce(ctx, proto, ap, opts)
+	if err == nil && proto == "tcp" && res.Local == res.Remote {
+		// A connect to a free local port in the ephemeral range can be
+		// given that very port and connect to itself (TCP simultaneous
+		// open). No listener answered: try once more, as Go's dialer
+		// does, and call a second such outcome a refusal.
+		f.Close()
+		if f, res, err = dialOnce(ctx, proto, ap, opts); err == nil && res.Local == res.Remote {
+			f.Close()
+			return nil, Result{}, &net.OpError{Op: "dial", Net: proto, Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+		}
+	}
+	return f, res, err
+}
+
+// dialOnce makes one connect attempt of dialOne.
+func dialOnce(ctx context.Context, proto string, ap netip.AddrPort, opts Options) (*os.File, Result, error) {
 	family, sa, err := sockaddr(ap)
 	if err != nil {
 		return nil, Result{}, err

@@ -156,3 +156,43 @@ func listenTCP(t *testing.T) string {
 	}()
 	return l.Addr().String()
 }
+
+// TestLeaveCancelsWaitingConnect: a client that leaves while the first
+// reader waits on its connect (and another goroutine reads) has its
+// connect cancelled and its session ended at once, not at the connect's
+// timeout.
+func TestLeaveCancelsWaitingConnect(t *testing.T) {
+	stalled := fullQueue(t)
+	cfg, err := config.Parse("test.toml", []byte(fmt.Sprintf("[[rule]]\nname = \"t\"\nusers = [%d]\nconnect = [\"127.0.0.1:*\"]\n", os.Getuid())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Options{Policy: cfg.Policy, ConnectTimeout: time.Hour})
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "sf.sock")
+	ln, err := Listen("unixpacket", path, 0o600, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	nc, err := net.Dial("unixpacket", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := nc.(*net.UnixConn)
+	send(t, c, fmt.Sprintf(`{"v":1,"id":1,"op":"connect","connect":{"network":"tcp","address":%q}}`, stalled))
+	send(t, c, `{"v":1,"id":2,"op":"hello","hello":{"app":"x"}}`)
+	if rep := recvReply(t, c); rep.ID != 2 {
+		t.Fatalf("first reply %+v, want the hello", rep)
+	}
+	c.Close()
+	// An hour is the connect's timeout: the session must end long
+	// before, as soon as the departure is seen.
+	deadline := time.Now().Add(30 * time.Second)
+	for srv.Sessions() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := srv.Sessions(); n != 0 {
+		t.Fatalf("%d sessions after the client left, want 0", n)
+	}
+}

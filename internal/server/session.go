@@ -190,6 +190,9 @@ func (ss *session) readLoop() bool {
 // connect, and tells run when the connection has ended.
 func (ss *session) takeOver() {
 	if ss.readLoop() {
+		// The connection has ended: stop the connect run's goroutine
+		// may still wait on, so that cleanup is not held up by it.
+		ss.cancel()
 		close(ss.ended)
 	}
 }
