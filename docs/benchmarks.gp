@@ -31,6 +31,7 @@ plot data("direct-connect") using 1:2 with linespoints lw 2 pt 7 dt 2 lc rgb "#4
 set title "Bound sockets: cached handoff vs a minimal fd-passing server"
 plot data("fdpass") using 1:2 with linespoints lw 2 pt 7 dt 2 lc rgb "#444444" title "floor: fdpass (1 round trip)", \
      data("direct-bind") using 1:2 with linespoints lw 2 pt 6 dt 3 lc rgb "#888888" title "reference: direct bind()+listen()", \
-     data("handoff") using 1:2 with linespoints lw 2 pt 5 lc rgb "#d62728" title "handoff: bind + release (2 round trips)", \
-     data("pickup") using 1:2 with linespoints lw 2 pt 9 lc rgb "#9467bd" title "pickup: token + pickup + release (3)"
+     data("handoff") using 1:2 with linespoints lw 2 pt 5 lc rgb "#d62728" title "handoff: bind of the cached socket (1 round trip)", \
+     data("handoff-release") using 1:2 with linespoints lw 2 pt 4 lc rgb "#ff7f0e" title "handoff-release: bind + release (2)", \
+     data("pickup") using 1:2 with linespoints lw 2 pt 9 lc rgb "#9467bd" title "pickup: token + pickup (2)"
 unset multiplot

@@ -201,6 +201,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	raiseNoFile(log)
 	reportCaps(log, cfg)
 	d := start(log, cfg, f, lns)
+	lw.Flush() // the start-up lines are not held back with the audit lines
 
 	for {
 		select {

@@ -80,10 +80,11 @@ bind = ["udp:127.0.0.1:53", "tcp:127.0.0.1:53"]
 	if err := d.client().Reload(context.Background()); err != nil && !errors.Is(err, sockfactory.ErrDenied) {
 		t.Fatalf("a request to the unprivileged daemon: %v", err)
 	}
-	m := regexp.MustCompile(`msg=listening .* pid=(\d+)`).FindStringSubmatch(d.log.String())
-	if m == nil {
-		t.Fatalf("no listening line with the serving daemon's pid in the log:\n%s", d.log)
-	}
+	var m []string
+	waitFor(t, "the listening line with the serving daemon's pid", func() bool {
+		m = regexp.MustCompile(`msg=listening .* pid=(\d+)`).FindStringSubmatch(d.log.String())
+		return m != nil
+	})
 	child, _ := strconv.Atoi(m[1])
 	if got := childOf(t, d.cmd.Process.Pid); got != child {
 		t.Fatalf("the serving daemon (pid %d) is not the child of the started one (child %d)", child, got)
