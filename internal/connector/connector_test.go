@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sockfactory/internal/testnet"
 )
 
 func listen(t *testing.T) netip.AddrPort {
@@ -149,49 +151,6 @@ func TestParseNetwork(t *testing.T) {
 	}
 }
 
-// stalledListener returns a loopback listener whose accept queue is full:
-// the SYN of a further connect is dropped, so that connect stays in
-// progress until the queue drains and the SYN is sent again (after about a
-// second). drain accepts and closes what is queued.
-func stalledListener(t *testing.T) (ap netip.AddrPort, drain func()) {
-	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ap = netip.AddrPortFrom(netip.AddrFrom4(sa.(*unix.SockaddrInet4).Addr), uint16(sa.(*unix.SockaddrInet4).Port))
-	for i := 0; ; i++ {
-		c, err := net.DialTimeout("tcp", ap.String(), 200*time.Millisecond)
-		if err != nil {
-			break
-		}
-		t.Cleanup(func() { c.Close() })
-		if i == 16 {
-			t.Fatal("the accept queue of a listen(fd, 0) socket never filled")
-		}
-	}
-	return ap, func() {
-		for {
-			nfd, _, err := unix.Accept(fd)
-			if err != nil {
-				return
-			}
-			unix.Close(nfd)
-		}
-	}
-}
-
 func openFDs(t *testing.T) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -205,7 +164,7 @@ func openFDs(t *testing.T) int {
 // times out within its context, stops when cancelled, and succeeds once the
 // peer takes it, leaving no descriptor behind in each case.
 func TestConnectInProgress(t *testing.T) {
-	ap, drain := stalledListener(t)
+	ap, drain := testnet.FullQueue(t)
 	base := openFDs(t)
 	var c Connector
 	tcp := Network{Proto: "tcp"}

@@ -9,43 +9,16 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"sockfactory/internal/config"
+	"sockfactory/internal/testnet"
 	"sockfactory/internal/wire"
 )
 
-// fullQueue returns a loopback TCP address whose accept queue is full, so
-// that a connect to it stays in progress (its SYN is dropped) for as long
-// as the test lasts.
+// fullQueue returns a loopback TCP address where a connect stays in
+// progress for as long as the test lasts.
 func fullQueue(t *testing.T) string {
-	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
-	for i := 0; ; i++ {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			return addr
-		}
-		t.Cleanup(func() { c.Close() })
-		if i == 16 {
-			t.Fatal("the accept queue of a listen(fd, 0) socket never filled")
-		}
-	}
+	ap, _ := testnet.FullQueue(t)
+	return ap.String()
 }
 
 // send sends one raw request packet.

@@ -1,0 +1,57 @@
+// Package testnet holds network fixtures for tests: loopback listeners with
+// known behaviour. Only tests import it.
+package testnet
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// FullQueue returns a loopback TCP address whose accept queue is full: the
+// SYN of a further connect is dropped, so that connect stays in progress
+// until the queue drains and the SYN is sent again (after about a second).
+// drain accepts and closes what is queued. Everything is closed when the
+// test ends.
+func FullQueue(t testing.TB) (ap netip.AddrPort, drain func()) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := sa.(*unix.SockaddrInet4)
+	ap = netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port))
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", ap.String(), 300*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+		if i == 16 {
+			t.Fatal("the accept queue of a listen(fd, 0) socket never filled")
+		}
+	}
+	return ap, func() {
+		for {
+			nfd, _, err := unix.Accept(fd)
+			if err != nil {
+				return
+			}
+			unix.Close(nfd)
+		}
+	}
+}
