@@ -40,7 +40,7 @@ func wantEmpty(t *testing.T, g *Registry) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	lens := map[string]int{"sockets": g.sockets.n, "tokens": g.tokens.n, "held": len(g.held),
-		"pending": len(g.pending), "lingering": len(g.lingering), "opts": len(g.opts),
+		"pending": len(g.pending), "pendingOn": len(g.pendingOn), "lingering": len(g.lingering), "opts": len(g.opts),
 		"heldByUID": len(g.n.heldByUID), "pendingByUID": len(g.n.pendingByUID)}
 	for name, n := range lens {
 		if n != 0 {

@@ -279,7 +279,10 @@ type Registry struct {
 	held    map[*Holder]*holding
 	// pending and lingering hold what only some references and sockets
 	// need: a pending token's expiry, a lingering socket's timer.
-	pending   map[*Ref]pendingRef
+	pending map[*Ref]pendingRef
+	// pendingOn counts each socket's pending tokens, so that Acquire
+	// looks for expired ones only when the socket has some.
+	pendingOn map[*socket]int
 	lingering map[*socket]*time.Timer
 	opts      map[any]*optsEntry
 	// lent counts the descriptors of each socket lent and not yet
@@ -309,6 +312,7 @@ func (g *Registry) reset() {
 	g.tokens = newTable(func(r *Ref) uint64 { return r.token.hash() })
 	g.held = make(map[*Holder]*holding)
 	g.pending = make(map[*Ref]pendingRef)
+	g.pendingOn = make(map[*socket]int)
 	g.lingering = make(map[*socket]*time.Timer)
 	g.opts = make(map[any]*optsEntry)
 	g.n = counts{heldByUID: map[uint32]int{}, pendingByUID: map[uint32]int{}}
@@ -404,11 +408,11 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 		return nil, ErrClosed
 	}
 	s := g.lookup(r.Key)
-	if s != nil && len(g.pending) > 0 {
+	if s != nil && g.pendingOn[s] > 0 {
 		// A token past its expiry whose timer has not run yet holds
 		// nothing: drop it now, so that it cannot block sharing. The
 		// pending tokens are looked through, not the socket's references,
-		// which may be many more.
+		// which may be many more; and only when the socket has some.
 		now := g.now()
 		for ref, p := range g.pending {
 			if ref.sock == s && now > p.expires {
@@ -475,6 +479,7 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 		grant.Expires = g.time(p.expires)
 		p.timer = time.AfterFunc(g.ttl, func() { g.expire(ref) })
 		g.pending[ref] = p
+		g.pendingOn[s]++
 	} else {
 		g.hold(ref, r.Holder)
 	}
@@ -638,6 +643,13 @@ func nameSuffix(s Share, name string) string {
 }
 
 // dupFile duplicates s's fd for sending; the caller owns the result.
+// unpend counts one pending token of s less.
+func (g *Registry) unpend(s *socket) {
+	if g.pendingOn[s]--; g.pendingOn[s] <= 0 {
+		delete(g.pendingOn, s)
+	}
+}
+
 // lend lends s's descriptor once more.
 func (g *Registry) lend(s *socket) int {
 	l := g.lent[s]
@@ -770,6 +782,7 @@ func (g *Registry) pickup(token string, h *Holder, allowed func(Key) bool, lend 
 	}
 	p.timer.Stop()
 	delete(g.pending, ref)
+	g.unpend(s)
 	g.n.add(uidOf(ref.who), true, -1)
 	g.hold(ref, h)
 	grant := &Grant{Token: token, Key: g.key(s), File: dup, Shared: s.refs.next != nil, FD: fd}
@@ -840,6 +853,7 @@ func (g *Registry) drop(ref *Ref) {
 		if p, ok := g.pending[ref]; ok {
 			p.timer.Stop()
 			delete(g.pending, ref)
+			g.unpend(s)
 		}
 		g.n.add(uidOf(ref.who), true, -1)
 	} else {
