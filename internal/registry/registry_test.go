@@ -756,20 +756,15 @@ func TestTokenExpiry(t *testing.T) {
 }
 
 func TestExpiredTokenStopsCountingAsHolder(t *testing.T) {
-	f := newFixture(t, 50*time.Millisecond)
+	// A second is long enough for the conflict check right after the
+	// token is made, and short enough to wait out.
+	f := newFixture(t, time.Second)
 	a, b := &registry.Holder{UID: 1}, &registry.Holder{UID: 2}
 	held := f.acquire(f.req(tcp0, a, shareAny, "mine"))
 	f.acquire(f.pending(held.Key, a, shareSameName, "mine"))
-	// While the token lives it forbids sharing under another name (unless
-	// it already expired: the TTL is short).
+	// While the token lives it forbids sharing under another name.
 	g, err := f.g.Acquire(f.req(held.Key, b, shareAny, "other"))
 	f.closeLater(g)
-	if err == nil {
-		if _, refs := f.g.Counts(); refs != 2 {
-			t.Errorf("Acquire against a pending same-name token succeeded with %d refs, want ErrShareConflict (or the token expired: 2 refs)", refs)
-		}
-		t.Skip("the 50ms token expired before the conflict could be checked")
-	}
 	if !errors.Is(err, registry.ErrShareConflict) {
 		t.Fatalf("Acquire against a pending same-name token: got %v, want ErrShareConflict", err)
 	}
