@@ -15,25 +15,6 @@ import (
 	"sockfactory/internal/testnet"
 )
 
-func listen(t *testing.T) netip.AddrPort {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).AddrPort()
-}
-
 func closedPort(t *testing.T) netip.AddrPort {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -57,7 +38,7 @@ func getInt(t *testing.T, fd, level, opt int) int {
 // TestConnectDeliversPlainSocket: the socket is connected, blocking,
 // close-on-exec, with socket(2)'s defaults rather than Go's dialer's.
 func TestConnectDeliversPlainSocket(t *testing.T) {
-	srv := listen(t)
+	srv := testnet.Sink(t)
 	var c Connector
 	f, res, err := c.Connect(context.Background(), Network{Proto: "tcp"}, []netip.AddrPort{srv}, Options{SendTimeout: 3 * time.Second})
 	if err != nil {
@@ -111,7 +92,7 @@ func TestConnectUDPNoBroadcast(t *testing.T) {
 // TestConnectTriesInOrder: a refused first address falls through to the
 // next; when all fail the first non-timeout error is kept with its errno.
 func TestConnectTriesInOrder(t *testing.T) {
-	srv, dead := listen(t), closedPort(t)
+	srv, dead := testnet.Sink(t), closedPort(t)
 	var c Connector
 	f, res, err := c.Connect(context.Background(), Network{Proto: "tcp"}, []netip.AddrPort{dead, srv}, Options{})
 	if err != nil {

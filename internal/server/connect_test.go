@@ -21,6 +21,28 @@ func fullQueue(t *testing.T) string {
 	return ap.String()
 }
 
+// startServer serves a Server whose one rule grants the caller's uid what
+// grant says (a TOML line such as `connect = ["127.0.0.1:*"]`), on a
+// socket in a temporary directory, and returns it with the socket's path.
+// It is closed when the test ends.
+func startServer(tb testing.TB, grant string, o Options) (*Server, string) {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "sf.sock")
+	cfg, err := config.Parse("test.toml", []byte(fmt.Sprintf("[[rule]]\nname = \"t\"\nusers = [%d]\n%s\n", os.Getuid(), grant)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	o.Policy = cfg.Policy
+	srv := New(o)
+	tb.Cleanup(func() { srv.Close() })
+	ln, err := Listen("unixpacket", path, 0o600, -1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go srv.Serve(ln)
+	return srv, path
+}
+
 // send sends one raw request packet.
 func send(t *testing.T, c *net.UnixConn, req string) {
 	t.Helper()
@@ -53,20 +75,9 @@ func recvReply(t *testing.T, c *net.UnixConn) *wire.Reply {
 // its end is seen whichever goroutine reads then.
 func TestConnectWaitMovesReader(t *testing.T) {
 	stalled := fullQueue(t)
-	ok := listenTCP(t)
-	cfg, err := config.Parse("test.toml", []byte(fmt.Sprintf("[[rule]]\nname = \"t\"\nusers = [%d]\nconnect = [\"127.0.0.1:*\"]\n", os.Getuid())))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ok := testnet.Sink(t).String()
 	goroutines := runtime.NumGoroutine()
-	srv := New(Options{Policy: cfg.Policy})
-	path := filepath.Join(t.TempDir(), "sf.sock")
-	ln, err := Listen("unixpacket", path, 0o600, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Close()
+	srv, path := startServer(t, `connect = ["127.0.0.1:*"]`, Options{})
 	nc, err := net.Dial("unixpacket", path)
 	if err != nil {
 		t.Fatal(err)
@@ -109,45 +120,13 @@ func TestConnectWaitMovesReader(t *testing.T) {
 	}
 }
 
-// listenTCP returns the address of a loopback listener that accepts and
-// closes.
-func listenTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return l.Addr().String()
-}
-
 // TestLeaveCancelsWaitingConnect: a client that leaves while the first
 // reader waits on its connect (and another goroutine reads) has its
 // connect cancelled and its session ended at once, not at the connect's
 // timeout.
 func TestLeaveCancelsWaitingConnect(t *testing.T) {
 	stalled := fullQueue(t)
-	cfg, err := config.Parse("test.toml", []byte(fmt.Sprintf("[[rule]]\nname = \"t\"\nusers = [%d]\nconnect = [\"127.0.0.1:*\"]\n", os.Getuid())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := New(Options{Policy: cfg.Policy, ConnectTimeout: time.Hour})
-	defer srv.Close()
-	path := filepath.Join(t.TempDir(), "sf.sock")
-	ln, err := Listen("unixpacket", path, 0o600, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
+	srv, path := startServer(t, `connect = ["127.0.0.1:*"]`, Options{ConnectTimeout: time.Hour})
 	nc, err := net.Dial("unixpacket", path)
 	if err != nil {
 		t.Fatal(err)

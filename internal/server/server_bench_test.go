@@ -1,15 +1,12 @@
 package server
 
 import (
-	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/config"
+	"sockfactory/internal/testnet"
 	"sockfactory/internal/wire"
 )
 
@@ -19,18 +16,7 @@ import (
 // shows where the server's time goes; the client's share is the wire
 // encoding and two system calls.
 func BenchmarkHandoff(b *testing.B) {
-	cfg, err := config.Parse("bench.toml", []byte(fmt.Sprintf("[[rule]]\nname = \"b\"\nusers = [%d]\nbind = [\"tcp:127.0.0.1:*\"]\n", os.Getuid())))
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := New(Options{Policy: cfg.Policy})
-	defer srv.Close()
-	path := filepath.Join(b.TempDir(), "sf.sock")
-	ln, err := Listen("unixpacket", path, 0o600, -1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(ln)
+	_, path := startServer(b, `bind = ["tcp:127.0.0.1:*"]`, Options{})
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		b.Fatal(err)
@@ -80,32 +66,8 @@ func BenchmarkHandoff(b *testing.B) {
 // and its fd, which it closes with a reset (no TIME_WAIT). The listener's
 // accepting runs in the same process.
 func BenchmarkConnect(b *testing.B) {
-	cfg, err := config.Parse("bench.toml", []byte(fmt.Sprintf("[[rule]]\nname = \"b\"\nusers = [%d]\nconnect = [\"127.0.0.1:*\"]\n", os.Getuid())))
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := New(Options{Policy: cfg.Policy})
-	defer srv.Close()
-	path := filepath.Join(b.TempDir(), "sf.sock")
-	ln, err := Listen("unixpacket", path, 0o600, -1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(ln)
-	sink, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sink.Close()
-	go func() {
-		for {
-			c, err := sink.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	_, path := startServer(b, `connect = ["127.0.0.1:*"]`, Options{})
+	sink := testnet.Sink(b)
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		b.Fatal(err)
@@ -115,7 +77,7 @@ func BenchmarkConnect(b *testing.B) {
 		b.Fatal(err)
 	}
 	buf, oob := make([]byte, 4096), make([]byte, 64)
-	req := &wire.Request{V: wire.Version, Op: wire.OpConnect, Connect: &wire.ConnectRequest{Network: "tcp", Address: sink.Addr().String()}}
+	req := &wire.Request{V: wire.Version, Op: wire.OpConnect, Connect: &wire.ConnectRequest{Network: "tcp", Address: sink.String()}}
 	var out []byte
 	b.ReportAllocs()
 	for i := range b.N {
@@ -144,21 +106,8 @@ func BenchmarkConnect(b *testing.B) {
 // BenchmarkDirectConnect is BenchmarkConnect's floor: the same connect and
 // close made by the client itself.
 func BenchmarkDirectConnect(b *testing.B) {
-	sink, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sink.Close()
-	go func() {
-		for {
-			c, err := sink.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	sa := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: sink.Addr().(*net.TCPAddr).Port}
+	sink := testnet.Sink(b)
+	sa := &unix.SockaddrInet4{Addr: sink.Addr().As4(), Port: int(sink.Port())}
 	b.ReportAllocs()
 	for range b.N {
 		s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)

@@ -55,3 +55,24 @@ func FullQueue(t testing.TB) (ap netip.AddrPort, drain func()) {
 		}
 	}
 }
+
+// Sink returns the address of a loopback TCP listener that accepts every
+// connection and closes it at once. It is closed when the test ends.
+func Sink(t testing.TB) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
