@@ -301,14 +301,11 @@ type handout struct {
 	lent *registry.Grant
 }
 
-// lent is the handout of g: its lent descriptor, or its file (a token-only
-// grant has neither).
+// lent is the handout of g, a grant the server always asks to lend: its
+// lent descriptor, or nothing for a token-only grant.
 func lent(g *registry.Grant) handout {
 	if g.FD >= 0 {
 		return handout{lent: g}
-	}
-	if g.File != nil {
-		return handout{file: g.File}
 	}
 	return handout{}
 }
