@@ -77,6 +77,7 @@ type Server struct {
 	writeTimeout time.Duration
 	registry     *registry.Registry
 	limits       Limits         // guarded by mu
+	idle         atomic.Int64   // limits.IdleTimeout, read on every request without mu
 	perUID       map[uint32]int // sessions admitted, by uid; guarded by mu
 	reload       func() error
 
@@ -125,6 +126,7 @@ func New(o Options) *Server {
 	}
 	s.registry = registry.New(ttl)
 	s.registry.SetLimits(o.Limits.Registry)
+	s.idle.Store(int64(o.Limits.IdleTimeout))
 	p := o.Policy
 	if p == nil {
 		p = &policy.Policy{}
@@ -277,15 +279,14 @@ func (s *Server) leave(ss *session) {
 func (s *Server) SetLimits(l Limits) {
 	s.mu.Lock()
 	s.limits = l
+	s.idle.Store(int64(l.IdleTimeout))
 	s.mu.Unlock()
 	s.registry.SetLimits(l.Registry)
 }
 
 // idleTimeout is the current idle timeout.
 func (s *Server) idleTimeout() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.limits.IdleTimeout
+	return time.Duration(s.idle.Load())
 }
 
 // Registry returns the bound-socket cache, for status and tests.
