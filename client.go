@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/paths"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/paths"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // Client is a connection to a sockfactory daemon, shared by any number of

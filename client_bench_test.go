@@ -9,10 +9,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory"
-	"sockfactory/internal/policy"
-	"sockfactory/internal/server"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/server"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // bindPolicy grants testUID connect and bind on loopback.

@@ -16,9 +16,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory"
-	"sockfactory/internal/server"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/server"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // guard bounds every wait of these tests on something that should happen

@@ -22,11 +22,11 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
-	"sockfactory"
-	"sockfactory/internal/connector"
-	"sockfactory/internal/paths"
-	"sockfactory/internal/policy"
-	"sockfactory/internal/server"
+	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/paths"
+	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/server"
 )
 
 // TestMain starts the daemon the Examples talk to (through

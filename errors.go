@@ -4,7 +4,7 @@ import (
 	"errors"
 	"syscall"
 
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // Sentinel errors for errors.Is. Every error the daemon returns is an *Error

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"sockfactory"
+	"github.com/sockfactory/sockfactory"
 )
 
 // A Dialer plugs into http.Transport: every connection the HTTP client

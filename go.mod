@@ -1,4 +1,4 @@
-module sockfactory
+module github.com/sockfactory/sockfactory
 
 go 1.26.8
 

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // ListenOptions configure a bound socket. The zero value asks for a socket

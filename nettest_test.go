@@ -6,7 +6,7 @@ import (
 
 	"golang.org/x/net/nettest"
 
-	"sockfactory"
+	"github.com/sockfactory/sockfactory"
 )
 
 // TestConnConformance runs the net.Conn conformance suite on connections

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // SocketStatus describes one socket the daemon holds.

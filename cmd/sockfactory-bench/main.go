@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"sockfactory/internal/bench"
+	"github.com/sockfactory/sockfactory/internal/bench"
 )
 
 func main() {

@@ -17,7 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"sockfactory"
+	"github.com/sockfactory/sockfactory"
 )
 
 // execChildEnv marks the re-executed CLI that becomes the program: it sets

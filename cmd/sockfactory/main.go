@@ -19,8 +19,8 @@ import (
 	"syscall"
 	"time"
 
-	"sockfactory"
-	"sockfactory/internal/version"
+	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/version"
 )
 
 const usage = `Usage: sockfactory COMMAND [flags] [args]

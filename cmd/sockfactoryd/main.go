@@ -18,13 +18,13 @@ import (
 	"syscall"
 	"time"
 
-	"sockfactory/internal/clearwater"
-	"sockfactory/internal/config"
-	"sockfactory/internal/connector"
-	"sockfactory/internal/logbuf"
-	"sockfactory/internal/registry"
-	"sockfactory/internal/server"
-	"sockfactory/internal/version"
+	"github.com/sockfactory/sockfactory/internal/clearwater"
+	"github.com/sockfactory/sockfactory/internal/config"
+	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/logbuf"
+	"github.com/sockfactory/sockfactory/internal/registry"
+	"github.com/sockfactory/sockfactory/internal/server"
+	"github.com/sockfactory/sockfactory/internal/version"
 )
 
 func main() {

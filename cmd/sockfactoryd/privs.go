@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/config"
+	"github.com/sockfactory/sockfactory/internal/config"
 )
 
 // Capabilities the daemon may need.

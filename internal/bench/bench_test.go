@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/config"
+	"github.com/sockfactory/sockfactory/internal/config"
 )
 
 func TestPercentiles(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory"
+	"github.com/sockfactory/sockfactory"
 )
 
 // env is what the runs share: the servers, the sink, the shared socket.
@@ -237,7 +237,7 @@ func (e *env) daemonBinary(ctx context.Context) (string, error) {
 		}
 	}
 	out := filepath.Join(e.dir, "sockfactoryd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "sockfactory/cmd/sockfactoryd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/sockfactory/sockfactory/cmd/sockfactoryd")
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building sockfactoryd (run from the module's directory, or give -daemon PATH): %w\n%s", err, msg)
 	}

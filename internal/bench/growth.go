@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory"
+	"github.com/sockfactory/sockfactory"
 )
 
 // Memory is what the growth measurements found about the daemon's memory.

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory"
+	"github.com/sockfactory/sockfactory"
 )
 
 // mode is one kind of operation the tool measures.

@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/binder"
+	"github.com/sockfactory/sockfactory/internal/binder"
 )
 
 func TestMain(m *testing.M) {

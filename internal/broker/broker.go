@@ -18,9 +18,9 @@ import (
 	"strings"
 	"syscall"
 
-	"sockfactory/internal/connector"
-	"sockfactory/internal/policy"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // Target is a parsed destination.

@@ -3,7 +3,7 @@ package broker_test
 import (
 	"testing"
 
-	"sockfactory/internal/broker"
+	"github.com/sockfactory/sockfactory/internal/broker"
 )
 
 func BenchmarkParseTarget(b *testing.B) {

@@ -8,9 +8,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"sockfactory/internal/connector"
-	"sockfactory/internal/policy"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 func TestParseTarget(t *testing.T) {

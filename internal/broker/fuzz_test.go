@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"sockfactory/internal/policy"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // FuzzParseTarget checks that ParseTarget never panics, refuses with an

@@ -10,7 +10,7 @@ import (
 	"sort"
 	"strings"
 
-	"sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/policy"
 )
 
 // AllowList is where a listener's allowed hosts come from: entries given

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/policy"
 )
 
 func TestParseAllowed(t *testing.T) {

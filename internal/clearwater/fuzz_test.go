@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/broker"
-	"sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/broker"
+	"github.com/sockfactory/sockfactory/internal/policy"
 )
 
 // FuzzParseAllowed checks that ParseAllowed never panics, and that an entry

@@ -29,11 +29,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/broker"
-	"sockfactory/internal/connector"
-	"sockfactory/internal/peer"
-	"sockfactory/internal/policy"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/broker"
+	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/peer"
+	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // MaxRequest is the longest request the original accepted (it read into a

@@ -22,9 +22,9 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"sockfactory/internal/clearwater"
-	"sockfactory/internal/paths"
-	"sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/clearwater"
+	"github.com/sockfactory/sockfactory/internal/paths"
+	"github.com/sockfactory/sockfactory/internal/policy"
 )
 
 // Limits bound what callers can make the daemon hold. Zero means no

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"sockfactory/internal/paths"
-	"sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/paths"
+	"github.com/sockfactory/sockfactory/internal/policy"
 )
 
 // skipOrFail skips a test that needs a standard user or group this system

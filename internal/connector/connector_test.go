@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/testnet"
+	"github.com/sockfactory/sockfactory/internal/testnet"
 )
 
 func closedPort(t *testing.T) netip.AddrPort {

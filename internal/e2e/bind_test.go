@@ -21,8 +21,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // The bound-socket broker (issue 4), driven through the real daemon: share

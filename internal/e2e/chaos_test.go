@@ -24,8 +24,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // The chaos test (issue 5, part 7): hundreds of client processes hammer one

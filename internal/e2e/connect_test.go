@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"sockfactory"
-	"sockfactory/internal/testnet"
+	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/testnet"
 )
 
 // connectConfig grants root the loopback addresses and names the tests

@@ -19,8 +19,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // Tests for the gaps docs/security.md listed as untested: a native client

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"sockfactory"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // childOf returns the pid of a process whose parent is ppid, or 0.

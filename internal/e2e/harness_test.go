@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"sockfactory"
+	"github.com/sockfactory/sockfactory"
 )
 
 // raceEnabled is set by race_test.go; the binaries are then built with
@@ -55,7 +55,7 @@ func buildAndRun(m *testing.M) (int, error) {
 	bin.dir = dir
 	bin.daemon = filepath.Join(dir, "sockfactoryd")
 	bin.cli = filepath.Join(dir, "sockfactory")
-	for out, pkg := range map[string]string{bin.daemon: "sockfactory/cmd/sockfactoryd", bin.cli: "sockfactory/cmd/sockfactory"} {
+	for out, pkg := range map[string]string{bin.daemon: "github.com/sockfactory/sockfactory/cmd/sockfactoryd", bin.cli: "github.com/sockfactory/sockfactory/cmd/sockfactory"} {
 		args := []string{"build", "-o", out}
 		if raceEnabled {
 			args = append(args, "-race")

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"sockfactory"
+	"github.com/sockfactory/sockfactory"
 )
 
 // helperModes holds further helper modes, registered by other test files

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/policy"
 )
 
 // Credentials returns the peer's uid, gid, pid and, where the kernel reports

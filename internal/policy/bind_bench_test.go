@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/policy"
 )
 
 // bindBenchPolicy has n rules; the benchmark caller matches only the last,

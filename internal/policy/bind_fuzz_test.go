@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/policy"
 )
 
 // FuzzParseBindGrant checks that ParseBindGrant never panics, that a grant

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/policy"
 )
 
 // Names at the DNS length limits, built once.

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/policy"
 )
 
 func mustDests(tb testing.TB, patterns ...string) []policy.Dest {

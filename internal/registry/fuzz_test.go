@@ -3,7 +3,7 @@ package registry_test
 import (
 	"testing"
 
-	"sockfactory/internal/registry"
+	"github.com/sockfactory/sockfactory/internal/registry"
 )
 
 // FuzzParseShare checks that ParseShare accepts exactly its three names and

@@ -8,7 +8,7 @@ import (
 	"time"
 	"unsafe"
 
-	"sockfactory/internal/binder"
+	"github.com/sockfactory/sockfactory/internal/binder"
 )
 
 // TestEntrySizes keeps the per-socket entries within their allocation

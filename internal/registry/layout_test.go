@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"sockfactory/internal/registry"
+	"github.com/sockfactory/sockfactory/internal/registry"
 )
 
 // TestTokenSpelling: a token is accepted only exactly as it was issued;

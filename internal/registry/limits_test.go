@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"sockfactory/internal/registry"
+	"github.com/sockfactory/sockfactory/internal/registry"
 )
 
 // TestLimits: each limit refuses the next reference with ErrLimit, changes

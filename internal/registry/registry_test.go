@@ -18,8 +18,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/binder"
-	"sockfactory/internal/registry"
+	"github.com/sockfactory/sockfactory/internal/binder"
+	"github.com/sockfactory/sockfactory/internal/registry"
 )
 
 const (

@@ -11,12 +11,12 @@ import (
 	"syscall"
 	"time"
 
-	"sockfactory/internal/binder"
-	"sockfactory/internal/broker"
-	"sockfactory/internal/connector"
-	"sockfactory/internal/policy"
-	"sockfactory/internal/registry"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/binder"
+	"github.com/sockfactory/sockfactory/internal/broker"
+	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/registry"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // hello records the client's application name.

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"sockfactory/internal/config"
-	"sockfactory/internal/testnet"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/config"
+	"github.com/sockfactory/sockfactory/internal/testnet"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // fullQueue returns a loopback TCP address where a connect stays in

@@ -7,9 +7,9 @@ import (
 	"syscall"
 	"time"
 
-	"sockfactory/internal/broker"
-	"sockfactory/internal/connector"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/broker"
+	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // handle serves one decoded request and returns its reply and, on success,

@@ -21,10 +21,10 @@ import (
 	"syscall"
 	"time"
 
-	"sockfactory/internal/connector"
-	"sockfactory/internal/policy"
-	"sockfactory/internal/registry"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/registry"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // Options configure a Server. Zero values mean the documented defaults.

@@ -6,8 +6,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/testnet"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/testnet"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // BenchmarkHandoff measures the daemon's request path for the hand-out of

@@ -13,10 +13,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sockfactory/internal/peer"
-	"sockfactory/internal/policy"
-	"sockfactory/internal/registry"
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/peer"
+	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/registry"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // session serves one client connection.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 func TestFitStatus(t *testing.T) {

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 func TestDecodeRequestExactKeys(t *testing.T) {

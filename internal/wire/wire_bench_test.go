@@ -3,7 +3,7 @@ package wire_test
 import (
 	"testing"
 
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // The request path of a cached-socket handoff: decode a bind request,

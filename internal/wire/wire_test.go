@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"sockfactory/internal/wire"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // validConnect is a well-formed connect request with ID 9.
