@@ -203,7 +203,7 @@ func (c *Client) connect(ctx context.Context) (*clientConn, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unixpacket", path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: connecting to %s: %w (is sockfactoryd running? set SOCKFACTORY_SOCKET or Client.Socket to its socket)", ErrUnavailable, path, err)
+		return nil, unavailable(path, err)
 	}
 	cc, err := newClientConn(conn.(*net.UnixConn), &c.wg)
 	if err != nil {
@@ -231,6 +231,30 @@ func (c *Client) connect(ctx context.Context) (*clientConn, error) {
 		return nil, err
 	}
 	return cc, nil
+}
+
+// unavailable explains a failed connect to the daemon's socket at path in
+// the caller's terms: what is wrong and what to do. The result matches
+// ErrUnavailable and keeps the errno reachable.
+func unavailable(path string, err error) error {
+	// The *net.OpError repeats the path; its syscall error says enough.
+	cause := err
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		cause = oe.Err
+	}
+	switch {
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("%w: %s exists but this user (uid %d) may not open it (%w): ask an admin for the socket's group (ls -l %s shows it), or set %s (or Client.Socket) to a daemon of your own",
+			ErrUnavailable, path, os.Getuid(), cause, path, paths.EnvSocket)
+	case errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("%w: no daemon socket at %s (%w): start sockfactoryd, or set %s (or Client.Socket) to its socket",
+			ErrUnavailable, path, cause, paths.EnvSocket)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w: nothing listens on %s (%w): start sockfactoryd, or set %s (or Client.Socket) to its socket",
+			ErrUnavailable, path, cause, paths.EnvSocket)
+	}
+	return fmt.Errorf("%w: connecting to %s: %w (set %s or Client.Socket to the daemon's socket)", ErrUnavailable, path, err, paths.EnvSocket)
 }
 
 // hello declares c.App on a new connection, before any other request.
