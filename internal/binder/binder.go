@@ -36,11 +36,46 @@ type Options struct {
 	Listen       bool
 }
 
-// Defaults returns the default options for proto ("tcp" or "udp"): reuseaddr
-// on, v6only on (the caller turns it off for an all-families bind), and for
-// TCP listening with the system's maximum backlog.
+// Defaults returns the default options for proto ("tcp" or "udp"): v6only
+// on (the caller turns it off for an all-families bind); for TCP listening
+// with the system's maximum backlog, and SO_REUSEADDR on (see
+// DefaultReuseAddr); for UDP SO_REUSEADDR off.
 func Defaults(proto string) Options {
-	return Options{ReuseAddr: true, V6Only: true, Listen: proto == "tcp"}
+	listen := proto == "tcp"
+	return Options{ReuseAddr: DefaultReuseAddr(listen), V6Only: true, Listen: listen}
+}
+
+// DefaultReuseAddr is SO_REUSEADDR's default for a socket that listens or
+// does not: on only for a listening (TCP) socket. There the kernel refuses
+// any other socket the port while it listens, and SO_REUSEADDR only lets a
+// restarted listener bind past connections in TIME_WAIT. On a UDP socket,
+// or a TCP socket delivered bound but not listening, it would let any
+// process of any user bind the same address and port with SO_REUSEADDR
+// too and take the traffic (see ExposesPort). BIND 10's creator set it on
+// every socket; this is where we depart from it.
+func DefaultReuseAddr(listen bool) bool { return listen }
+
+// ExposesPort reports whether o leaves the socket's address and port open
+// to other sockets of any user: SO_REUSEADDR on a socket that does not
+// listen. Linux then lets any socket with SO_REUSEADDR bind the same
+// address and port, or a more specific address on that port, whoever
+// owns it: for UDP it receives the datagrams, for TCP it may listen and
+// take the connections (and the holder's own listen then fails).
+// SO_REUSEPORT alone exposes nothing to other users: the kernel lets only
+// sockets of the same owner (the daemon's uid) join it.
+func (o *Options) ExposesPort() bool { return o.ReuseAddr && !o.Listen }
+
+// Normalize sets what the kernel decides for a bind to ap, so that two
+// requests for the same socket have equal Options: IPV6_V6ONLY means
+// something only on the IPv6 unspecified address (::) and on IPv4-mapped
+// addresses. Linux turns it on when a socket binds any other IPv6
+// address, and IPv4 sockets have no such option, so there V6Only becomes
+// true whatever was asked.
+func (o *Options) Normalize(ap netip.AddrPort) {
+	a := ap.Addr()
+	if a != netip.IPv6Unspecified() && !a.Is4In6() {
+		o.V6Only = true
+	}
 }
 
 // Validate checks option values and that they fit proto.
@@ -187,7 +222,7 @@ func (e *hintError) Unwrap() error { return e.err }
 func hint(err error, what string) error {
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		return &hintError{err, "another socket holds this address and port; stop it, or share a socket through the daemon (share modes), or set reuseport on both"}
+		return &hintError{err, "another socket holds this address and port; stop it, or share a socket through the daemon (share modes), or set reuseport on both (the kernel allows that only between sockets of one user)"}
 	case errors.Is(err, syscall.EACCES) && what == "bind":
 		return &hintError{err, "binding ports below 1024 needs CAP_NET_BIND_SERVICE: run sockfactoryd as root or give it that capability (see docs/security.md)"}
 	case errors.Is(err, syscall.EPERM):

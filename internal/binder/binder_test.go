@@ -268,7 +268,8 @@ func TestDefaults(t *testing.T) {
 		want  binder.Options
 	}{
 		{"tcp", binder.Options{ReuseAddr: true, V6Only: true, Listen: true}},
-		{"udp", binder.Options{ReuseAddr: true, V6Only: true}},
+		// No SO_REUSEADDR on UDP: any user could bind the port next to it.
+		{"udp", binder.Options{ReuseAddr: false, V6Only: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.proto, func(t *testing.T) {
@@ -322,7 +323,8 @@ func TestCreateDefaults(t *testing.T) {
 			}
 			wantOpt(t, fd, soType, wantType)
 			wantOpt(t, fd, soDomain, wantDomain)
-			wantOpt(t, fd, soReuseAddr, 1)
+			// SO_REUSEADDR only on a socket that listens (TCP).
+			wantOpt(t, fd, soReuseAddr, map[bool]int{false: 0, true: 1}[listening])
 			wantOpt(t, fd, soReusePort, 0)
 			wantOpt(t, fd, freeBind(tg), 0)
 			wantOpt(t, fd, transparent(tg), 0)
@@ -372,6 +374,8 @@ func TestCreateOptions(t *testing.T) {
 	}{
 		{"reuseaddr off", "", func(o *binder.Options) { o.ReuseAddr = false },
 			func(t *testing.T, tg target, fd int) { wantOpt(t, fd, soReuseAddr, 0) }},
+		{"reuseaddr on", "", func(o *binder.Options) { o.ReuseAddr = true },
+			func(t *testing.T, tg target, fd int) { wantOpt(t, fd, soReuseAddr, 1) }},
 		{"reuseport", "", func(o *binder.Options) { o.ReusePort = true },
 			func(t *testing.T, tg target, fd int) { wantOpt(t, fd, soReusePort, 1) }},
 		{"freebind", "", func(o *binder.Options) { o.FreeBind = true },
@@ -573,18 +577,12 @@ func wantCreateErr(t *testing.T, tg target, ap netip.AddrPort, o binder.Options,
 func TestCreateAddrInUse(t *testing.T) {
 	const hint = "another socket holds this address and port"
 	for _, tg := range targets {
+		// The defaults leave no way in for a second socket with
+		// SO_REUSEADDR: UDP sockets have it off, TCP ones listen.
 		cases := []struct {
 			name  string
 			reuse bool // the second socket's SO_REUSEADDR
-		}{{"no reuseaddr", false}}
-		if tg.proto == "tcp" {
-			// With both on, Linux lets UDP sockets share the port; TCP
-			// refuses while the first is listening.
-			cases = append(cases, struct {
-				name  string
-				reuse bool
-			}{"defaults", true})
-		}
+		}{{"no reuseaddr", false}, {"second with reuseaddr", true}}
 		for _, c := range cases {
 			t.Run(tg.String()+"/"+c.name, func(t *testing.T) {
 				checkFDs(t)

@@ -93,10 +93,13 @@ func (g *BindGrant) matches(proto string, addr netip.Addr, port uint16) bool {
 }
 
 // DefaultBindOptions are the socket options a bind rule allows when it
-// lists none: the ones that affect only the requester's own socket.
-// reuseport, freebind, transparent and bind_to_device must be granted
-// explicitly.
-var DefaultBindOptions = []string{"reuseaddr", "v6only", "rcvbuf", "sndbuf", "pmtud_off", "fastopen", "defer_accept", "backlog", "listen"}
+// lists none: the ones that give no other user a way into the socket's
+// address and port. reuseaddr (named in a query only where it turns
+// SO_REUSEADDR on for a socket that does not listen: then any local user
+// can bind the same port and take its traffic), reuseport, freebind,
+// transparent and bind_to_device must be granted explicitly. What each
+// exposes is in docs/configuration.md (Bind grants).
+var DefaultBindOptions = []string{"v6only", "rcvbuf", "sndbuf", "pmtud_off", "fastopen", "defer_accept", "backlog", "listen"}
 
 // DefaultBindShares are the share modes a bind rule allows when it lists
 // none: all of them.
@@ -112,7 +115,10 @@ type BindQuery struct {
 	Port uint16
 	// Share is the requested share mode: none, same-name or any.
 	Share string
-	// Options are the names of the socket options the request sets.
+	// Options are the names of the socket options the request sets;
+	// "reuseaddr" only where it turns SO_REUSEADDR on for a socket that
+	// does not listen (UDP, or TCP bound only), the one value that exposes
+	// the port to other users.
 	Options []string
 }
 

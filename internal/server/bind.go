@@ -109,13 +109,17 @@ func (ss *session) parseBind(r *wire.BindRequest) (*bindTarget, error) {
 	if o := r.Options; o != nil {
 		t.used = applyOptions(&t.opts, o)
 	}
+	t.opts.Normalize(t.ap)
 	if err := t.opts.Validate(t.proto); err != nil {
 		return invalid("options: %v", err)
 	}
 	return t, nil
 }
 
-// applyOptions copies the options a request sets and returns their names.
+// applyOptions copies the options a request sets and returns their names,
+// for the policy. reuseaddr's default follows listen, and it is named only
+// where it exposes the port to other users (binder.Options.ExposesPort):
+// turning it off, or on for a listening socket, needs no grant.
 func applyOptions(dst *binder.Options, o *wire.SocketOptions) []string {
 	var used []string
 	setBool := func(name string, src *bool, d *bool) {
@@ -130,7 +134,6 @@ func applyOptions(dst *binder.Options, o *wire.SocketOptions) []string {
 			used = append(used, name)
 		}
 	}
-	setBool("reuseaddr", o.ReuseAddr, &dst.ReuseAddr)
 	setBool("reuseport", o.ReusePort, &dst.ReusePort)
 	setBool("v6only", o.V6Only, &dst.V6Only)
 	setBool("freebind", o.FreeBind, &dst.FreeBind)
@@ -146,6 +149,13 @@ func applyOptions(dst *binder.Options, o *wire.SocketOptions) []string {
 	setInt("defer_accept", o.DeferAccept, &dst.DeferAccept)
 	setInt("backlog", o.Backlog, &dst.Backlog)
 	setBool("listen", o.Listen, &dst.Listen)
+	dst.ReuseAddr = binder.DefaultReuseAddr(dst.Listen)
+	if o.ReuseAddr != nil {
+		dst.ReuseAddr = *o.ReuseAddr
+	}
+	if dst.ExposesPort() {
+		used = append(used, "reuseaddr")
+	}
 	return used
 }
 
