@@ -14,17 +14,31 @@ import (
 
 // ListenOptions configure a bound socket. The zero value asks for a socket
 // nobody else may share (share mode none), with the daemon's defaults:
-// SO_REUSEADDR on, IPV6_V6ONLY on for IPv6, TCP listening with the system's
-// maximum backlog. Every option set must be allowed by the daemon's policy.
+// TCP listening with the system's maximum backlog and SO_REUSEADDR on,
+// UDP and NoListen TCP sockets with SO_REUSEADDR off, IPV6_V6ONLY on for
+// IPv6. Every option set must be allowed by the daemon's policy; what each
+// one exposes to other users is in docs/configuration.md (Bind grants).
 type ListenOptions struct {
 	// Share is the share mode: "" or "none" (nobody else may hold the
 	// socket), "same-name" (holders with the same Name may), or "any".
 	Share string
 	// Name is the share name; empty means the Client's App.
 	Name string
-	// ReusePort sets SO_REUSEPORT.
+	// ReusePort sets SO_REUSEPORT: other sockets of the daemon's user
+	// (only those: the kernel checks) may bind the same port and take a
+	// share of its traffic.
 	ReusePort bool
-	// NoReuseAddr turns SO_REUSEADDR off.
+	// ReuseAddr turns SO_REUSEADDR on where it is off by default: on a
+	// UDP socket, or a TCP socket with NoListen. Any process of any user
+	// may then bind the same address and port with SO_REUSEADDR and take
+	// its datagrams (or, for TCP, listen there first), so the daemon's
+	// rule must list reuseaddr in bind_options. On a listening TCP socket
+	// it is the default and needs no grant.
+	ReuseAddr bool
+	// NoReuseAddr turns SO_REUSEADDR off on a listening TCP socket, the
+	// one socket where it is on by default; a restarted listener may then
+	// fail to bind while old connections are in TIME_WAIT. It wins over
+	// ReuseAddr.
 	NoReuseAddr bool
 	// DualStack turns IPV6_V6ONLY off on an IPv6 socket, so that it also
 	// takes IPv4. An empty host on "tcp"/"udp" is dual-stack already.
@@ -70,6 +84,7 @@ func (o *ListenOptions) wire(network, address string, tokenOnly bool) *wire.Bind
 		}
 	}
 	flag(o.ReusePort, &so.ReusePort, &on)
+	flag(o.ReuseAddr, &so.ReuseAddr, &on)
 	flag(o.NoReuseAddr, &so.ReuseAddr, &off)
 	flag(o.DualStack, &so.V6Only, &off)
 	flag(o.FreeBind, &so.FreeBind, &on)

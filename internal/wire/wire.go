@@ -124,7 +124,11 @@ type BindRequest struct {
 // optional; absent fields take the documented default. Each option used
 // must be allowed by the policy rule that grants the bind.
 type SocketOptions struct {
-	// ReuseAddr sets SO_REUSEADDR; default true.
+	// ReuseAddr sets SO_REUSEADDR. Default true for a TCP socket that
+	// listens (the kernel then refuses the port to any other socket), false
+	// for UDP and for TCP with listen false, where it would let any local
+	// user bind the same address and port; true there needs the rule's
+	// grant (docs/protocol.md, section 7.3).
 	ReuseAddr *bool `json:"reuseaddr,omitempty"`
 	// ReusePort sets SO_REUSEPORT.
 	ReusePort *bool `json:"reuseport,omitempty"`
