@@ -22,6 +22,7 @@ import (
 	"github.com/sockfactory/sockfactory/internal/config"
 	"github.com/sockfactory/sockfactory/internal/connector"
 	"github.com/sockfactory/sockfactory/internal/logbuf"
+	"github.com/sockfactory/sockfactory/internal/privdrop"
 	"github.com/sockfactory/sockfactory/internal/registry"
 	"github.com/sockfactory/sockfactory/internal/server"
 	"github.com/sockfactory/sockfactory/internal/version"
@@ -183,7 +184,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	lw := logbuf.New(stderr, f.logFlush)
 	defer lw.Close()
 	log := newLogger(lw, cfg)
-	lns, err := inherited(cfg)
+	if err := privdrop.SealInherited(); err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	lns, err := privdrop.Listeners(1 + len(cfg.Clearwater))
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,15 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfactory/sockfactory/internal/config"
+	"github.com/sockfactory/sockfactory/internal/privdrop"
 )
-
-// Capabilities the daemon may need.
-const (
-	capNetBindService = 10
-	capNetAdmin       = 12
-)
-
-var capNames = map[uintptr]string{capNetBindService: "CAP_NET_BIND_SERVICE", capNetAdmin: "CAP_NET_ADMIN"}
 
 // neededCaps returns the capabilities the configured rules need, each with
 // the rules that need it: binding below the first unprivileged port and the
@@ -37,14 +29,14 @@ func neededCaps(c *config.Config) map[uintptr][]string {
 	for _, r := range c.Policy.Rules {
 		for _, g := range r.Bind {
 			if int(g.Ports.Lo) < low && g.Ports.Hi != 0 {
-				need[capNetBindService] = append(need[capNetBindService], fmt.Sprintf("rule %q grants %s (ports below %d)", r.Name, g, low))
+				need[privdrop.CapNetBindService] = append(need[privdrop.CapNetBindService], fmt.Sprintf("rule %q grants %s (ports below %d)", r.Name, g, low))
 				break
 			}
 		}
 		for _, o := range r.BindOptions {
 			switch o {
 			case "transparent":
-				need[capNetAdmin] = append(need[capNetAdmin], fmt.Sprintf("rule %q allows the transparent option", r.Name))
+				need[privdrop.CapNetAdmin] = append(need[privdrop.CapNetAdmin], fmt.Sprintf("rule %q allows the transparent option", r.Name))
 			}
 		}
 	}
@@ -63,102 +55,63 @@ func unprivilegedPortStart() int {
 	return 1024
 }
 
-// effectiveCaps reads the process's effective capability set.
-func effectiveCaps() (uint64, error) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "CapEff:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		}
-	}
-	return 0, errors.New("no CapEff line in /proc/self/status")
-}
-
 // reportCaps logs, at start, which configured rules the daemon cannot
 // honour with the capabilities it has, and how to give them.
 func reportCaps(log *slog.Logger, c *config.Config) {
-	have, err := effectiveCaps()
+	have, err := privdrop.Effective()
 	if err != nil {
 		log.Warn("cannot read capabilities", "err", err)
 		return
 	}
 	var names []string
 	for cp, why := range neededCaps(c) {
+		name := privdrop.CapName(cp)
 		if have&(1<<cp) != 0 {
-			names = append(names, capNames[cp])
+			names = append(names, name)
 			continue
 		}
 		for _, w := range why {
-			log.Warn("cannot honour rule without "+capNames[cp]+"; requests it grants will fail",
-				"reason", w, "fix", "run as root, or setcap/AmbientCapabilities= with "+capNames[cp]+" (docs/security.md)")
+			log.Warn("cannot honour rule without "+name+"; requests it grants will fail",
+				"reason", w, "fix", "run as root, or setcap/AmbientCapabilities= with "+name+" (docs/security.md)")
 		}
 	}
 	sort.Strings(names)
 	log.Info("privileges", "uid", os.Geteuid(), "gid", os.Getegid(), "needed_capabilities_held", names)
 }
 
-// inheritEnv tells a re-executed daemon how many listeners it inherits
-// (fds 3, 4, ...: the native one, then each Clearwater one in order).
-const inheritEnv = "SOCKFACTORY_INHERITED_LISTENERS"
-
-// inherited returns the listeners a privileged parent passed down, or nil.
-func inherited(c *config.Config) ([]*net.UnixListener, error) {
-	v := os.Getenv(inheritEnv)
-	if v == "" {
-		return nil, nil
-	}
-	os.Unsetenv(inheritEnv)
-	n, err := strconv.Atoi(v)
-	if err != nil || n != 1+len(c.Clearwater) {
-		return nil, fmt.Errorf("%s=%q does not match the configuration's %d listeners", inheritEnv, v, 1+len(c.Clearwater))
-	}
-	var out []*net.UnixListener
-	for i := range n {
-		f := os.NewFile(uintptr(3+i), "inherited-listener")
-		l, err := net.FileListener(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("inherited listener %d: %w", i, err)
-		}
-		ul, ok := l.(*net.UnixListener)
-		if !ok {
-			l.Close()
-			return nil, fmt.Errorf("inherited listener %d is not a UNIX socket", i)
-		}
-		ul.SetUnlinkOnClose(false) // the parent removes the files
-		out = append(out, ul)
-	}
-	return out, nil
-}
-
 // dropPrivileges runs the daemon again as c.User with only the needed
-// capabilities (ambient), handing it the listeners this root process has
-// opened. This process stays only to pass signals on, and to remove the
+// capabilities (privdrop.Start), handing it the listeners this root process
+// has opened. This process stays only to pass signals on, and to remove the
 // socket files when the daemon exits. It returns the exit code.
 func dropPrivileges(log *slog.Logger, c *config.Config, lns []*net.UnixListener) int {
 	var files []*os.File
+	closeFiles := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
 	for _, l := range lns {
 		f, err := l.File()
 		if err != nil {
+			closeFiles()
 			log.Error("cannot pass listener", "err", err)
 			return 1
 		}
 		files = append(files, f)
 	}
-	var caps []uintptr
+	t := privdrop.Target{UID: uint32(c.UID), GID: uint32(c.GID)}
+	for _, g := range c.Groups {
+		t.Groups = append(t.Groups, uint32(g))
+	}
 	var names []string
 	for cp := range neededCaps(c) {
-		caps = append(caps, cp)
-		names = append(names, capNames[cp])
+		t.Caps = append(t.Caps, cp)
+		names = append(names, privdrop.CapName(cp))
 	}
 	sort.Strings(names)
 	self, err := os.Executable()
 	if err != nil {
+		closeFiles()
 		log.Error("cannot find own executable", "err", err)
 		return 1
 	}
@@ -168,29 +121,21 @@ func dropPrivileges(log *slog.Logger, c *config.Config, lns []*net.UnixListener)
 	// The socket path is fixed here: the default depends on the uid, and
 	// the child must name the socket it was given. The configuration file
 	// must be readable by c.User: the child reads it (and again on reload).
-	cmd.Env = append(os.Environ(), inheritEnv+"="+strconv.Itoa(len(files)), "SOCKFACTORY_SOCKET="+c.Socket)
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential:  &syscall.Credential{Uid: uint32(c.UID), Gid: uint32(c.GID), Groups: []uint32{}},
-		AmbientCaps: caps,
-		Pdeathsig:   syscall.SIGTERM,
-	}
+	cmd.Env = append(os.Environ(), privdrop.InheritEnv+"="+strconv.Itoa(len(files)), "SOCKFACTORY_SOCKET="+c.Socket)
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	if err := cmd.Start(); err != nil {
+	done, err := privdrop.Start(cmd, t)
+	closeFiles() // the child has its own copies
+	if err != nil {
 		log.Error("cannot start the unprivileged daemon", "user", c.User, "err", err)
 		return 1
-	}
-	for _, f := range files {
-		f.Close()
 	}
 	for _, l := range lns {
 		l.SetUnlinkOnClose(false)
 		l.Close()
 	}
-	log.Info("dropped privileges", "user", c.User, "uid", c.UID, "gid", c.GID, "capabilities", names, "pid", cmd.Process.Pid)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	log.Info("dropped privileges", "user", c.User, "uid", c.UID, "gid", c.GID, "groups", c.Groups, "capabilities", names, "pid", cmd.Process.Pid)
 	for {
 		select {
 		case s := <-sigs:

@@ -89,9 +89,14 @@ type Config struct {
 	Limits Limits
 	// User, when set and the daemon starts as root, is the account the
 	// daemon drops to after opening its listeners, keeping only the
-	// capabilities its rules need. UID and GID are its IDs.
+	// capabilities its rules need. UID and GID are its IDs: the account's,
+	// or for a decimal uid with no passwd entry that number for both; GID
+	// is [daemon] group's when that is set.
 	User     string
 	UID, GID int
+	// Groups are the supplementary groups the dropped daemon keeps
+	// ([daemon] supplementary_groups); empty: none.
+	Groups []int
 	// Policy holds the rules.
 	Policy *policy.Policy
 	// Clearwater lists the Clearwater-compatible listeners.
@@ -176,6 +181,9 @@ type file struct {
 		LogLevel    string `toml:"log_level"`
 		MaxInFlight *int   `toml:"max_in_flight"`
 		User        string `toml:"user"`
+		Group       string `toml:"group"`
+		// SupplementaryGroups holds names and numbers.
+		SupplementaryGroups []any `toml:"supplementary_groups"`
 	} `toml:"daemon"`
 	Connect struct {
 		// Durations are parsed after decoding, so that every error,
@@ -357,6 +365,26 @@ func Parse(name string, data []byte) (*Config, error) {
 			return nil, p.errAt("user", "user: %v", err)
 		}
 		c.User, c.UID, c.GID = u, uid, gid
+	}
+	if g := f.Daemon.Group; g != "" {
+		if c.User == "" {
+			return nil, p.errAt("group", "group %q is the group of [daemon] user: set user too, or remove group", g)
+		}
+		gid, err := lookupGroup(g)
+		if err != nil {
+			return nil, p.errAt("group", "group: %v", err)
+		}
+		c.GID = int(gid)
+	}
+	if len(f.Daemon.SupplementaryGroups) > 0 && c.User == "" {
+		return nil, p.errAt("supplementary_groups", "supplementary_groups are those of [daemon] user: set user too, or remove supplementary_groups")
+	}
+	for _, g := range f.Daemon.SupplementaryGroups {
+		gid, err := principal(g, lookupGroup)
+		if err != nil {
+			return nil, p.errAtValue("supplementary_groups", g, "supplementary_groups: %v", err)
+		}
+		c.Groups = append(c.Groups, int(gid))
 	}
 	if g := f.Daemon.SocketGroup; g != "" {
 		gid, err := lookupGroup(g)
@@ -646,7 +674,9 @@ func lookupUser(name string) (uint32, error) {
 	return uint32(n), err
 }
 
-// lookupAccount returns a user's uid and primary gid.
+// lookupAccount returns a user's uid and primary gid. A decimal uid that
+// names no account in the passwd database is taken as it is, with the gid
+// of the same number.
 func lookupAccount(name string) (int, int, error) {
 	if strings.IndexByte(name, 0) >= 0 {
 		return 0, 0, fmt.Errorf("%q: no such user", name)
@@ -654,7 +684,12 @@ func lookupAccount(name string) (int, int, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
 		if u, err = user.LookupId(name); err != nil {
-			return 0, 0, fmt.Errorf("%q: no such user", name)
+			n, perr := strconv.ParseUint(name, 10, 32)
+			var unknown user.UnknownUserIdError
+			if perr == nil && n != 1<<32-1 && errors.As(err, &unknown) {
+				return int(n), int(n), nil
+			}
+			return 0, 0, fmt.Errorf("%q: no such user: give a user name or a decimal uid", name)
 		}
 	}
 	uid, err := strconv.Atoi(u.Uid)
