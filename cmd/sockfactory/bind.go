@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,8 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/sockfactory/sockfactory"
 )
@@ -29,7 +28,18 @@ type listenFlag []listenSpec
 
 type listenSpec struct{ network, address string }
 
-func (l *listenFlag) String() string { return fmt.Sprint(*l) }
+func (l *listenFlag) String() string {
+	urls := make([]string, len(*l))
+	for i, s := range *l {
+		urls[i] = s.String()
+	}
+	return strings.Join(urls, ",")
+}
+
+func (s listenSpec) String() string { return s.network + "://" + s.address }
+
+// Type names the value in help: NETWORK://HOST:PORT.
+func (l *listenFlag) Type() string { return "url" }
 
 // Set parses NETWORK://HOST:PORT, e.g. tcp://0.0.0.0:80, udp://[::]:53,
 // tcp://:8080 (all addresses).
@@ -41,46 +51,97 @@ func (l *listenFlag) Set(s string) error {
 	switch network {
 	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
 	default:
-		return fmt.Errorf("%q: unknown network %q", s, network)
+		return fmt.Errorf("unknown network %q: want tcp, tcp4, tcp6, udp, udp4 or udp6", network)
 	}
 	*l = append(*l, listenSpec{network, address})
 	return nil
 }
 
-func cmdExec(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sockfactory exec", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var listens listenFlag
-	fs.Var(&listens, "listen", "socket to get, as `NETWORK://HOST:PORT` (repeatable; tcp://0.0.0.0:80, udp://[::]:53, tcp://:8080 for all addresses)")
-	socket := fs.String("socket", "", "daemon socket `path`")
-	share := fs.String("share", "", "share mode: none (default), same-name or any")
-	name := fs.String("name", "", "application and share `name` (default: the program's base name)")
-	reusePort := fs.Bool("reuseport", false, "set SO_REUSEPORT")
-	backlog := fs.Int("backlog", 0, "TCP listen backlog (default: the system's maximum)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sockfactory exec --listen NETWORK://HOST:PORT [--listen ...] [flags] -- CMD [ARGS...]\n\n"+
-			"Gets the sockets from the daemon and runs CMD with them as fds 3, 4, ... in the systemd\n"+
-			"convention (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES). The daemon's references are held until\n"+
-			"CMD exits or is killed; SIGINT, SIGTERM and SIGHUP are passed on to it. Exits with CMD's status.\n\nFlags:\n")
-		fs.PrintDefaults()
+// optBool is a boolean flag that may be left unset: --flag, --flag=true,
+// --flag=false, or absent (the daemon's default).
+type optBool struct{ set, value bool }
+
+func (b *optBool) String() string {
+	if !b.set {
+		return ""
 	}
-	if err := fs.Parse(args); err != nil {
-		return exitParse(err)
+	return strconv.FormatBool(b.value)
+}
+
+func (b *optBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("want true or false")
 	}
-	if len(listens) == 0 || fs.NArg() == 0 {
-		fs.Usage()
-		return 2
+	b.set, b.value = true, v
+	return nil
+}
+
+func (b *optBool) Type() string { return "bool" }
+
+// execOptions are exec's flags.
+type execOptions struct {
+	listens   listenFlag
+	share     string
+	name      string
+	reusePort bool
+	reuseAddr optBool
+	backlog   int
+}
+
+// listenOptions maps the flags onto the client library's options.
+func (o *execOptions) listenOptions() *sockfactory.ListenOptions {
+	opts := &sockfactory.ListenOptions{Share: o.share, Name: o.name, ReusePort: o.reusePort, Backlog: o.backlog}
+	if o.reuseAddr.set && !o.reuseAddr.value {
+		opts.NoReuseAddr = true
 	}
-	argv := fs.Args()
-	app := *name
+	return opts
+}
+
+func (c *cli) execCmd() *cobra.Command {
+	var o execOptions
+	cmd := &cobra.Command{
+		Use:   "exec --listen NETWORK://HOST:PORT [--listen ...] [flags] [--] CMD [ARGS...]",
+		Short: "Run CMD with sockets from the daemon (systemd LISTEN_FDS convention)",
+		Long: "Gets the sockets from the daemon and runs CMD with them as fds 3, 4, ... in the systemd\n" +
+			"convention (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES). The daemon's references are held until\n" +
+			"CMD exits or is killed; SIGINT, SIGTERM and SIGHUP are passed on to it. Exits with CMD's status.\n" +
+			"sockfactory's flags end at \"--\" or at CMD: CMD's own flags are passed on untouched.",
+		Example:     "  sockfactory exec --listen tcp://0.0.0.0:80 --listen udp://[::]:53 -- mydaemon -v",
+		Annotations: map[string]string{flagsStopAtArgs: "true"},
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(o.listens) == 0 {
+				return usageError("exec: missing --listen NETWORK://HOST:PORT")
+			}
+			if len(args) == 0 {
+				return usageError("exec: missing CMD to run")
+			}
+			return nil
+		},
+		RunE: func(_ *cobra.Command, args []string) error { return c.exec(&o, args) },
+	}
+	fs := cmd.Flags()
+	fs.SetInterspersed(false)
+	fs.Var(&o.listens, "listen", "socket to get, as `NETWORK://HOST:PORT` (repeatable; tcp://0.0.0.0:80, udp://[::]:53, tcp://:8080 for all addresses)")
+	fs.StringVar(&o.share, "share", "", "share `MODE`: none (default), same-name or any")
+	fs.StringVar(&o.name, "name", "", "application and share `NAME` (default: CMD's base name)")
+	fs.BoolVar(&o.reusePort, "reuseport", false, "set SO_REUSEPORT")
+	fs.Var(&o.reuseAddr, "reuseaddr", "set SO_REUSEADDR on (--reuseaddr) or off (--reuseaddr=false); unset: the daemon's default")
+	fs.Lookup("reuseaddr").NoOptDefVal = "true"
+	fs.IntVar(&o.backlog, "backlog", 0, "`LENGTH` of the TCP listen backlog (default: the system's maximum)")
+	return cmd
+}
+
+func (c *cli) exec(o *execOptions, argv []string) error {
+	app := o.name
 	if app == "" {
 		app = filepath.Base(argv[0])
 	}
-	c := &sockfactory.Client{Socket: *socket, App: app}
-	defer c.Close() // releases every reference
+	client := c.client(app)
+	defer client.Close() // releases every reference
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	opts := &sockfactory.ListenOptions{Share: *share, Name: *name, ReusePort: *reusePort, Backlog: *backlog}
+	opts := o.listenOptions()
 	var (
 		files []*os.File
 		names []string
@@ -90,22 +151,22 @@ func cmdExec(args []string, stdout, stderr io.Writer) int {
 			f.Close()
 		}
 	}()
-	for _, l := range listens {
-		f, b, err := c.BindFile(ctx, l.network, l.address, opts)
-		if err != nil {
-			fmt.Fprintf(stderr, "sockfactory: %s://%s: %v\n", l.network, l.address, err)
-			return 1
+	for _, l := range o.listens {
+		f, b, err := client.BindFile(ctx, l.network, l.address, opts)
+		if errors.Is(err, sockfactory.ErrUnavailable) {
+			return c.daemonErr(err)
+		} else if err != nil {
+			return failure(fmt.Errorf("%w (--listen %s)", err, l))
 		}
 		files = append(files, f)
 		names = append(names, fdName(b))
 	}
 	self, err := os.Executable()
 	if err != nil {
-		fmt.Fprintln(stderr, "sockfactory:", err)
-		return 1
+		return failure(fmt.Errorf("finding this program to run CMD: %w", err))
 	}
 	cmd := exec.Command(self, argv...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, c.stdout, c.stderr
 	cmd.ExtraFiles = files
 	cmd.Env = append(withoutListenEnv(os.Environ()),
 		execChildEnv+"=1",
@@ -115,8 +176,7 @@ func cmdExec(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	if err := cmd.Start(); err != nil {
-		fmt.Fprintln(stderr, "sockfactory:", err)
-		return 1
+		return failure(fmt.Errorf("starting %s: %w", argv[0], err))
 	}
 	// The program has its copies now; ours would keep sockets open.
 	for _, f := range files {
@@ -133,15 +193,14 @@ func cmdExec(args []string, stdout, stderr io.Writer) int {
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
 				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-					return 128 + int(ws.Signal())
+					return &exitError{code: 128 + int(ws.Signal())}
 				}
-				return ee.ExitCode()
+				return &exitError{code: ee.ExitCode()}
 			}
 			if err != nil {
-				fmt.Fprintln(stderr, "sockfactory:", err)
-				return 1
+				return failure(fmt.Errorf("waiting for %s: %w", argv[0], err))
 			}
-			return 0
+			return nil
 		}
 	}
 }
@@ -185,130 +244,4 @@ func execChild(args []string, stderr io.Writer) int {
 	err = syscall.Exec(path, args, env)
 	fmt.Fprintln(stderr, "sockfactory exec:", err)
 	return 126
-}
-
-func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sockfactory status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	socket := fs.String("socket", "", "daemon socket `path`")
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sockfactory status [--json] [--socket PATH]\n\n"+
-			"Lists the sockets the daemon holds for this user (all of them for an admin).\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return exitParse(err)
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return 2
-	}
-	c := &sockfactory.Client{Socket: *socket}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := c.Status(ctx)
-	if errors.Is(err, sockfactory.ErrTruncated) {
-		fmt.Fprintln(stderr, "sockfactory:", err)
-	} else if err != nil {
-		fmt.Fprintln(stderr, "sockfactory:", err)
-		return 1
-	}
-	stats, err := c.Stats(ctx)
-	if err != nil && !errors.Is(err, sockfactory.ErrDenied) && !errors.Is(err, sockfactory.ErrTruncated) {
-		fmt.Fprintln(stderr, "sockfactory:", err)
-		return 1
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		out := struct {
-			Sockets []sockfactory.SocketStatus `json:"sockets"`
-			Daemon  *sockfactory.DaemonStats   `json:"daemon,omitempty"`
-		}{st, stats}
-		if out.Sockets == nil {
-			out.Sockets = []sockfactory.SocketStatus{}
-		}
-		if err := enc.Encode(out); err != nil {
-			fmt.Fprintln(stderr, "sockfactory:", err)
-			return 1
-		}
-		return 0
-	}
-	if stats != nil {
-		fmt.Fprintf(stdout, "daemon pid %d: %d connections, %d sockets, %d references, %d fds, %d goroutines, %d KiB heap\n\n",
-			stats.PID, stats.Sessions, stats.Sockets, stats.Refs, stats.FDs, stats.Goroutines, stats.HeapBytes/1024)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NETWORK\tADDRESS\tREFS\tAGE\tLINGER\tSHARE\tNAME\tUID\tPID\tAPP\tSTATE\tTOKEN")
-	for _, s := range st {
-		linger := "-"
-		if s.Linger > 0 {
-			linger = s.Linger.String()
-		}
-		if len(s.Holders) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t0\t%s\t%s\t-\t-\t-\t-\t-\tlingering %s\t-\n", s.Network, s.Addr, s.Age.Round(time.Second), linger, s.Lingering.Round(time.Millisecond))
-		}
-		for _, h := range s.Holders {
-			state := "held"
-			if h.Pending {
-				state = "pending"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n",
-				s.Network, s.Addr, s.Refs, s.Age.Round(time.Second), linger, h.Share, dash(h.Name), h.UID, h.PID, dash(h.App), state, dash(h.Token))
-		}
-	}
-	tw.Flush()
-	return 0
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-// simpleCommand runs a command that takes only -socket and nargs
-// arguments, and makes one call on the daemon; ok is printed on success.
-func simpleCommand(name, usage string, nargs int, args []string, stdout, stderr io.Writer, ok string, call func(ctx context.Context, c *sockfactory.Client, args []string) error) int {
-	fs := flag.NewFlagSet("sockfactory "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	socket := fs.String("socket", "", "daemon socket `path`")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage+"\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return exitParse(err)
-	}
-	if fs.NArg() != nargs {
-		fs.Usage()
-		return 2
-	}
-	c := &sockfactory.Client{Socket: *socket}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := call(ctx, c, fs.Args()); err != nil {
-		fmt.Fprintln(stderr, "sockfactory:", err)
-		return 1
-	}
-	fmt.Fprintln(stdout, ok)
-	return 0
-}
-
-func cmdReload(args []string, stdout, stderr io.Writer) int {
-	return simpleCommand("reload", "Usage: sockfactory reload [--socket PATH]\n\n"+
-		"Makes the daemon re-read its configuration, as SIGHUP does (admins only). A broken file is\n"+
-		"refused with its error and the running configuration kept.", 0, args, stdout, stderr, "reloaded",
-		func(ctx context.Context, c *sockfactory.Client, _ []string) error { return c.Reload(ctx) })
-}
-
-func cmdRelease(args []string, stdout, stderr io.Writer) int {
-	return simpleCommand("release", "Usage: sockfactory release [--socket PATH] TOKEN\n\n"+
-		"Drops the daemon's reference for TOKEN. A reference belongs to the connection that holds it,\n"+
-		"so from the command line this works for admins (any token; see 'sockfactory status').", 1, args, stdout, stderr, "released",
-		func(ctx context.Context, c *sockfactory.Client, a []string) error { return c.Release(ctx, a[0]) })
 }
