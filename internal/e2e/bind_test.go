@@ -924,9 +924,9 @@ linger = "5s"
 
 // TestIntegrationBindOptions: each socket option a request sets is on the
 // received socket (read back with getsockopt); the defaults are
-// SO_REUSEADDR on, IPV6_V6ONLY on, blocking, TCP listening with the
-// system's maximum backlog. Options the granting rule does not allow are
-// denied, and so are share modes it does not allow.
+// IPV6_V6ONLY on, blocking, TCP listening with the system's maximum
+// backlog, SO_REUSEADDR on only where TCP listens. Options the granting
+// rule does not allow are denied, and so are share modes it does not allow.
 func TestIntegrationBindOptions(t *testing.T) {
 	requireRoot(t)
 	d, base := startBindDaemon(t, bindBase+bindRootAdmin+`
@@ -973,11 +973,12 @@ bind_options = []
 		}, somaxconn, ""},
 		{"defaults-tcp6", "tcp6", "[::1]:0", nil, []opt{{ip6, unix.IPV6_V6ONLY, 1, "IPV6_V6ONLY"}, {sol, unix.SO_ACCEPTCONN, 1, "SO_ACCEPTCONN"}}, somaxconn, ""},
 		{"defaults-udp4", "udp", "127.0.0.1:0", nil, []opt{
-			{sol, unix.SO_TYPE, unix.SOCK_DGRAM, "SO_TYPE"}, {sol, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"},
+			{sol, unix.SO_TYPE, unix.SOCK_DGRAM, "SO_TYPE"}, {sol, unix.SO_REUSEADDR, 0, "SO_REUSEADDR"},
 		}, 0, ""},
 		{"defaults-udp6", "udp", "[::1]:0", nil, []opt{{ip6, unix.IPV6_V6ONLY, 1, "IPV6_V6ONLY"}}, 0, ""},
 		{"reuseport", "tcp", "127.0.0.1:0", &sockfactory.ListenOptions{ReusePort: true}, []opt{{sol, unix.SO_REUSEPORT, 1, "SO_REUSEPORT"}}, 0, ""},
-		{"reuseaddr-off", "udp", "127.0.0.1:0", &sockfactory.ListenOptions{NoReuseAddr: true}, []opt{{sol, unix.SO_REUSEADDR, 0, "SO_REUSEADDR"}}, 0, ""},
+		{"reuseaddr-off", "tcp", "127.0.0.1:0", &sockfactory.ListenOptions{NoReuseAddr: true}, []opt{{sol, unix.SO_REUSEADDR, 0, "SO_REUSEADDR"}}, 0, ""},
+		{"reuseaddr-on", "udp", "127.0.0.1:0", &sockfactory.ListenOptions{ReuseAddr: true}, []opt{{sol, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"}}, 0, ""},
 		// The kernel turns IPV6_V6ONLY on when a socket binds a specific
 		// IPv6 address, so v6only shows only on [::]: bound, not
 		// listening, so that nothing is reachable there.
@@ -997,7 +998,7 @@ bind_options = []
 		{"pmtud-off6", "udp6", "[::1]:0", &sockfactory.ListenOptions{PMTUDiscOff: true}, []opt{{ip6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_OMIT, "IPV6_MTU_DISCOVER"}}, 0, ""},
 		{"fastopen", "tcp", "127.0.0.1:0", &sockfactory.ListenOptions{FastOpen: 16}, []opt{{tcp, unix.TCP_FASTOPEN, 16, "TCP_FASTOPEN"}}, 0, ""},
 		{"backlog", "tcp", "[::1]:0", &sockfactory.ListenOptions{Backlog: 7}, nil, 7, ""},
-		{"bound-only", "tcp", "127.0.0.1:0", &sockfactory.ListenOptions{NoListen: true}, []opt{{sol, unix.SO_ACCEPTCONN, 0, "SO_ACCEPTCONN"}}, 0, ""},
+		{"bound-only", "tcp", "127.0.0.1:0", &sockfactory.ListenOptions{NoListen: true}, []opt{{sol, unix.SO_ACCEPTCONN, 0, "SO_ACCEPTCONN"}, {sol, unix.SO_REUSEADDR, 0, "SO_REUSEADDR"}}, 0, ""},
 		{"default-options-rule", "tcp", "127.0.0.2:0", &sockfactory.ListenOptions{RcvBuf: 16384, FastOpen: 4, Backlog: 9, NoReuseAddr: true}, []opt{
 			{sol, unix.SO_RCVBUF, 2 * 16384, "SO_RCVBUF"}, {tcp, unix.TCP_FASTOPEN, 4, "TCP_FASTOPEN"}, {sol, unix.SO_REUSEADDR, 0, "SO_REUSEADDR"},
 		}, 9, ""},
