@@ -22,6 +22,7 @@ import (
 	"github.com/sockfactory/sockfactory/internal/config"
 	"github.com/sockfactory/sockfactory/internal/connector"
 	"github.com/sockfactory/sockfactory/internal/logbuf"
+	"github.com/sockfactory/sockfactory/internal/paths"
 	"github.com/sockfactory/sockfactory/internal/privdrop"
 	"github.com/sockfactory/sockfactory/internal/registry"
 	"github.com/sockfactory/sockfactory/internal/server"
@@ -42,13 +43,16 @@ type flags struct {
 	clearwater []config.Clearwater
 }
 
-func parseFlags(args []string, stderr io.Writer) (*flags, int) {
+// parseFlags reads the command line. Help (-h, --help) goes to stdout;
+// a bad command line is one error line, then usage, on stderr. A nil
+// result means exit with the code.
+func parseFlags(args []string, stdout, stderr io.Writer) (*flags, int) {
 	f := &flags{}
 	fs := flag.NewFlagSet("sockfactoryd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors and help are written below, each to its stream
 	fs.StringVar(&f.configPath, "config", "", "TOML configuration `file` (default: built-in: root and this user may connect to loopback)")
 	fs.StringVar(&f.checkConfig, "check-config", "", "validate the configuration `file`, print the result and exit")
-	fs.StringVar(&f.socketPath, "socket", "", "native socket `path` (overrides the configuration)")
+	fs.StringVar(&f.socketPath, "socket", "", "native socket `path` (overrides the configuration; see above for the default)")
 	fs.StringVar(&f.logFormat, "log-format", "", "log format: text or json (overrides the configuration)")
 	fs.StringVar(&f.logLevel, "log-level", "", "least log level: debug, info, warn or error (overrides the configuration)")
 	fs.DurationVar(&f.logFlush, "log-flush", defaultLogFlush, "how long info and debug log lines may wait to be written together; warnings and errors, and what waits before them, are written at once (0: every line at once)")
@@ -95,19 +99,31 @@ func parseFlags(args []string, stderr io.Writer) (*flags, int) {
 		cw.SocketMode = os.FileMode(m)
 		return nil
 	})
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sockfactoryd [flags]\n\nCreates sockets for other processes and hands them over a UNIX socket.\n"+
-			"Drop-in for the Clearwater socket factory:\n  sockfactoryd -clearwater-socket /tmp/clearwater_management_namespace_socket -allowed-hosts sas.example.net\n\nFlags:\n")
+	fs.Usage = func() {} // written below, to the right stream
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: sockfactoryd [flags]\n\nCreates sockets for other processes and hands them over a UNIX socket.\n"+
+			"Its socket is -socket, else the configuration's socket, else $%s,\n"+
+			"else %s as root, else $XDG_RUNTIME_DIR/sockfactory/sockfactory.sock\n"+
+			"or, without XDG_RUNTIME_DIR, /tmp/sockfactory-UID/sockfactory.sock.\n"+
+			"Default socket for this user now: %s\n\n"+
+			"Drop-in for the Clearwater socket factory:\n  sockfactoryd -clearwater-socket /tmp/clearwater_management_namespace_socket -allowed-hosts sas.example.net\n\n"+
+			"Flags (-flag and --flag are the same):\n",
+			paths.EnvSocket, paths.SystemSocket, paths.DaemonSocket())
+		fs.SetOutput(w)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, 0
-		}
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		usage(stdout)
+		return nil, 0
+	} else if err != nil {
+		fmt.Fprintf(stderr, "sockfactoryd: %v\n\n", err)
+		usage(stderr)
 		return nil, 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sockfactoryd: unexpected argument %q\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "sockfactoryd: unexpected argument %q: sockfactoryd takes only flags\n\n", fs.Arg(0))
+		usage(stderr)
 		return nil, 2
 	}
 	return f, -1
@@ -154,7 +170,7 @@ func (f *flags) load() (*config.Config, error) {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	f, code := parseFlags(args, stderr)
+	f, code := parseFlags(args, stdout, stderr)
 	if f == nil {
 		return code
 	}
