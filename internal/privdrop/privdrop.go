@@ -23,7 +23,10 @@
 // it, and starts the child from it. That thread never runs anything else:
 // the goroutine keeps it while the child runs (the child's parent-death
 // signal fires when the thread that forked it exits) and then returns
-// without unlocking it, so the runtime ends the thread.
+// without unlocking it, so the runtime ends the thread. (If that thread is
+// the process's first one, the runtime parks it for good instead; the
+// /proc/PID/status of the root process then shows the restricted bounding
+// set and no_new_privs, which no other goroutine runs under.)
 //
 // # Descriptors
 //
@@ -70,8 +73,10 @@ type Target struct {
 //
 // On success the returned channel receives cmd.Wait's result once the
 // child has exited; meanwhile the caller may signal the child through
-// cmd.Process. The caller still owns the files it gave cmd and closes them
-// once Start has returned.
+// cmd.Process. Wait runs as soon as the child exits and closes cmd's
+// StdoutPipe and StderrPipe then, so give cmd files instead of reading
+// those. The caller still owns the files it gave cmd and closes them once
+// Start has returned.
 func Start(cmd *exec.Cmd, t Target) (<-chan error, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential:  &syscall.Credential{Uid: t.UID, Gid: t.GID, Groups: append([]uint32{}, t.Groups...)},
