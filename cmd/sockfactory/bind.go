@@ -92,14 +92,14 @@ type execOptions struct {
 // listenOptions maps the flags onto the client library's options.
 func (o *execOptions) listenOptions() *sockfactory.ListenOptions {
 	opts := &sockfactory.ListenOptions{Share: o.share, Name: o.name, ReusePort: o.reusePort, Backlog: o.backlog}
-	if o.reuseAddr.set && !o.reuseAddr.value {
-		opts.NoReuseAddr = true
+	if o.reuseAddr.set {
+		opts.ReuseAddr, opts.NoReuseAddr = o.reuseAddr.value, !o.reuseAddr.value
 	}
 	return opts
 }
 
 func (c *cli) execCmd() *cobra.Command {
-	var o execOptions
+	o := &c.exec
 	cmd := &cobra.Command{
 		Use:   "exec --listen NETWORK://HOST:PORT [--listen ...] [flags] [--] CMD [ARGS...]",
 		Short: "Run CMD with sockets from the daemon (systemd LISTEN_FDS convention)",
@@ -118,7 +118,7 @@ func (c *cli) execCmd() *cobra.Command {
 			}
 			return nil
 		},
-		RunE: func(_ *cobra.Command, args []string) error { return c.exec(&o, args) },
+		RunE: func(_ *cobra.Command, args []string) error { return c.runExec(o, args) },
 	}
 	fs := cmd.Flags()
 	fs.SetInterspersed(false)
@@ -126,13 +126,13 @@ func (c *cli) execCmd() *cobra.Command {
 	fs.StringVar(&o.share, "share", "", "share `MODE`: none (default), same-name or any")
 	fs.StringVar(&o.name, "name", "", "application and share `NAME` (default: CMD's base name)")
 	fs.BoolVar(&o.reusePort, "reuseport", false, "set SO_REUSEPORT")
-	fs.Var(&o.reuseAddr, "reuseaddr", "set SO_REUSEADDR on (--reuseaddr) or off (--reuseaddr=false); unset: the daemon's default")
+	fs.Var(&o.reuseAddr, "reuseaddr", "SO_REUSEADDR on (--reuseaddr; on UDP the daemon's rule must grant it) or off (--reuseaddr=false); unset: the daemon's default, on for TCP, off for UDP")
 	fs.Lookup("reuseaddr").NoOptDefVal = "true"
 	fs.IntVar(&o.backlog, "backlog", 0, "`LENGTH` of the TCP listen backlog (default: the system's maximum)")
 	return cmd
 }
 
-func (c *cli) exec(o *execOptions, argv []string) error {
+func (c *cli) runExec(o *execOptions, argv []string) error {
 	app := o.name
 	if app == "" {
 		app = filepath.Base(argv[0])

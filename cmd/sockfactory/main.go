@@ -77,6 +77,7 @@ type cli struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	socket         string
+	exec           execOptions
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {

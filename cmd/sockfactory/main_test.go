@@ -88,3 +88,34 @@ func TestCompatArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestExecReuseAddr checks that --reuseaddr is tri-state: unset leaves the
+// daemon's default, --reuseaddr asks for it on, --reuseaddr=false off.
+func TestExecReuseAddr(t *testing.T) {
+	cases := []struct {
+		args    []string
+		on, off bool
+	}{
+		{nil, false, false},
+		{[]string{"--reuseaddr"}, true, false},
+		{[]string{"--reuseaddr=true"}, true, false},
+		{[]string{"--reuseaddr=false"}, false, true},
+		{[]string{"-reuseaddr=false"}, false, true},
+	}
+	for _, tc := range cases {
+		c := &cli{}
+		root := c.root()
+		cmd, _, err := root.Find([]string{"exec"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := compatArgs(root, append([]string{"exec"}, tc.args...))[1:]
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatalf("exec %q: %v", tc.args, err)
+		}
+		got := c.exec.listenOptions()
+		if got.ReuseAddr != tc.on || got.NoReuseAddr != tc.off {
+			t.Errorf("exec %q: ReuseAddr %v, NoReuseAddr %v; want %v, %v", tc.args, got.ReuseAddr, got.NoReuseAddr, tc.on, tc.off)
+		}
+	}
+}
