@@ -72,7 +72,8 @@ func failure(err error) error { return &exitError{code: exitFailure, err: err} }
 // that a program's own flags pass through untouched (exec).
 const flagsStopAtArgs = "sockfactory/flags-stop-at-args"
 
-// cli is one run of the command line: its streams and global flags.
+// cli is one run of the command line: its streams, the global flags and
+// exec's flags.
 type cli struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
