@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/sockfactory/sockfactory/internal/policy"
 )
@@ -22,7 +26,9 @@ type AllowList struct {
 	Hosts []string
 	// Dirs are directories whose regular files each list hosts, one per
 	// line; '#' starts a comment; blank lines are ignored. Files whose names
-	// start with '.' or end with '~' are skipped (editor leftovers).
+	// start with '.' or end with '~' are skipped (editor leftovers), and so
+	// are symbolic links (reported, never followed) and files over
+	// MaxFileSize (reported).
 	Dirs []string
 }
 
@@ -37,16 +43,19 @@ func (a *AllowList) Load() ([]policy.Dest, []error) {
 		dests []policy.Dest
 		probs []error
 	)
-	add := func(where, entry string) {
+	add := func(entry string) error {
 		d, err := ParseAllowed(entry)
 		if err != nil {
-			probs = append(probs, fmt.Errorf("%s: %w", where, err))
-			return
+			return err
 		}
 		dests = append(dests, d)
+		return nil
 	}
 	for _, h := range a.Hosts {
-		add("allowed host", h)
+		// Given in the configuration or on the command line: quoted whole.
+		if err := add(h); err != nil {
+			probs = append(probs, fmt.Errorf("allowed host: %w", err))
+		}
 	}
 	for _, dir := range a.Dirs {
 		ents, err := os.ReadDir(dir)
@@ -61,12 +70,14 @@ func (a *AllowList) Load() ([]policy.Dest, []error) {
 				continue
 			}
 			path := filepath.Join(dir, name)
-			if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
+			switch {
+			case e.Type()&fs.ModeSymlink != 0:
+				probs = append(probs, fmt.Errorf("%s is a symbolic link: not read (links are never followed, so that no file outside the directory is read); copy the file into the directory instead", path))
 				continue
+			case !e.Type().IsRegular():
+				continue // subdirectories, FIFOs, devices
 			}
-			if err := readHostsFile(path, add); err != nil {
-				probs = append(probs, err)
-			}
+			probs = append(probs, readHostsFile(path, add)...)
 		}
 	}
 	return dests, probs
@@ -83,7 +94,9 @@ func (a *AllowList) stamp() string {
 			continue
 		}
 		for _, e := range ents {
-			if fi, err := os.Stat(filepath.Join(dir, e.Name())); err == nil {
+			// Lstat (DirEntry.Info): links are not read, so their
+			// targets do not matter.
+			if fi, err := e.Info(); err == nil {
 				fmt.Fprintf(&b, "%s/%s:%d:%d;", dir, e.Name(), fi.Size(), fi.ModTime().UnixNano())
 			}
 		}
@@ -91,25 +104,65 @@ func (a *AllowList) stamp() string {
 	return b.String()
 }
 
-func readHostsFile(path string, add func(where, entry string)) error {
-	f, err := os.Open(path)
+// MaxFileSize is the largest allow-list file read; a larger one is
+// skipped whole.
+const MaxFileSize = 1 << 20
+
+// logPrefix is how many bytes of a rejected line a problem quotes.
+const logPrefix = 16
+
+// readHostsFile reads one allow-list file. It opens it with O_NOFOLLOW
+// (Load has already skipped links, but the name may have been replaced
+// since) and O_NONBLOCK (so that a FIFO put there cannot stall the reload),
+// and reads it only if it is a regular file of at most MaxFileSize bytes.
+// A line that is not an entry is reported by file, line number and at most
+// its first logPrefix bytes, escaped: the file may be something else than an
+// allow-list, and problems are logged. It returns the problems.
+func readHostsFile(path string, add func(entry string) error) []error {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return []error{fmt.Errorf("%s is a symbolic link: not read; copy the file into the directory instead", path)}
+	}
 	if err != nil {
-		return fmt.Errorf("reading allowed hosts: %w", err)
+		return []error{fmt.Errorf("reading allowed hosts: %w", err)}
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	fi, err := f.Stat()
+	if err != nil {
+		return []error{fmt.Errorf("reading allowed hosts: %w", err)}
+	}
+	if !fi.Mode().IsRegular() {
+		return nil
+	}
+	if fi.Size() > MaxFileSize {
+		return []error{fmt.Errorf("%s is larger than %d bytes: not read; is it an allow-list?", path, MaxFileSize)}
+	}
+	var probs []error
+	sc := bufio.NewScanner(io.LimitReader(f, MaxFileSize))
 	for line := 1; sc.Scan(); line++ {
 		text, _, _ := strings.Cut(sc.Text(), "#")
 		text = strings.TrimSpace(text)
 		if text == "" {
 			continue
 		}
-		add(fmt.Sprintf("%s:%d", path, line), text)
+		// The parse error is dropped: it quotes the whole entry.
+		if add(text) != nil {
+			probs = append(probs, fmt.Errorf("%s:%d: entry %s skipped: write host, host:port, an IPv6 address or [IPv6]:port", path, line, quotePrefix(text)))
+		}
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("reading %s: %w", path, err)
+		probs = append(probs, fmt.Errorf("reading %s: %w", path, err))
 	}
-	return nil
+	return probs
+}
+
+// quotePrefix quotes at most the first logPrefix bytes of s, escaped, with
+// "..." after it when s is longer.
+func quotePrefix(s string) string {
+	if len(s) <= logPrefix {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:logPrefix]) + "..."
 }
 
 // ParseAllowed parses one allowed-host entry: host, host:port, [v6],

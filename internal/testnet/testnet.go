@@ -5,6 +5,7 @@ package testnet
 import (
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -75,4 +76,15 @@ func Sink(t testing.TB) netip.AddrPort {
 		}
 	}()
 	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// OpenFDs counts this process's open descriptors (from /proc/self/fd), for
+// tests that check nothing is left open.
+func OpenFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
