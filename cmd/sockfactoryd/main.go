@@ -394,6 +394,8 @@ func restartNeeded(old, c *config.Config) []string {
 	check("daemon.socket_mode", old.SocketMode != c.SocketMode)
 	check("daemon.socket_group", old.SocketGID != c.SocketGID)
 	check("daemon.user", old.User != c.User)
+	check("daemon.group", old.GID != c.GID)
+	check("daemon.supplementary_groups", !slices.Equal(old.Groups, c.Groups))
 	check("daemon.log_format", old.LogJSON != c.LogJSON)
 	check("daemon.log_level", old.LogLevel != c.LogLevel)
 	check("daemon.max_in_flight", old.MaxInFlight != c.MaxInFlight)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -60,10 +61,11 @@ func procStatus(t *testing.T, pid int, field string) string {
 
 // TestIntegrationLeastPrivilege: started as root with user = "nobody", the
 // daemon serves as uid 65534 holding only CAP_NET_BIND_SERVICE, and still
-// hands out port 53.
+// hands out port 53 (in a network namespace of its own: the host's port
+// 53 may be taken).
 func TestIntegrationLeastPrivilege(t *testing.T) {
 	requireRoot(t)
-	d := startDaemon(t, `
+	d := startDaemonWith(t, `
 [daemon]
 socket = "%SOCKET%"
 socket_mode = "0666"
@@ -73,7 +75,8 @@ user = "nobody"
 name = "dns"
 users = ["root"]
 bind = ["udp:127.0.0.1:53", "tcp:127.0.0.1:53"]
-`)
+`, func(cmd *exec.Cmd) { cmd.SysProcAttr = inNewNetns() })
+	loopbackUp(t, d.cmd.Process.Pid)
 	// Ask the serving daemon, which answers only once it has taken its
 	// new credentials, and take its pid from its log: a process seen as a
 	// child before then may still be root, or not the daemon at all.
@@ -104,23 +107,14 @@ bind = ["udp:127.0.0.1:53", "tcp:127.0.0.1:53"]
 		t.Fatalf("udp port 53 from the unprivileged daemon: %v", err)
 	}
 	defer pc.Close()
-	go func() {
-		buf := make([]byte, 512)
-		n, from, err := pc.ReadFrom(buf)
-		if err == nil {
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
-	conn, err := net.Dial("udp", "127.0.0.1:53")
-	if err != nil {
-		t.Fatal(err)
+	// The socket lives in the daemon's namespace: it sends to itself.
+	pc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := pc.WriteTo([]byte("query"), pc.LocalAddr()); err != nil {
+		t.Fatalf("sending to port 53: %v", err)
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	conn.Write([]byte("query"))
 	buf := make([]byte, 16)
-	if n, err := conn.Read(buf); err != nil || string(buf[:n]) != "query" {
-		t.Fatalf("answer from port 53: got %q, %v", buf[:n], err)
+	if n, _, err := pc.ReadFrom(buf); err != nil || string(buf[:n]) != "query" {
+		t.Fatalf("datagram on port 53: got %q, %v", buf[:n], err)
 	}
 }
 

@@ -100,6 +100,9 @@ type daemon struct {
 	config string
 	log    *syncBuffer
 	exited chan error
+	// prepare, if set, adjusts the command before start runs it (extra
+	// descriptors, a network namespace).
+	prepare func(*exec.Cmd)
 }
 
 // publicTempDir returns a fresh directory other uids can enter.
@@ -121,8 +124,15 @@ func publicTempDir(t *testing.T) string {
 // it with SIGTERM and checks it exits 0 and removes its socket.
 func startDaemon(t *testing.T, config string) *daemon {
 	t.Helper()
+	return startDaemonWith(t, config, nil)
+}
+
+// startDaemonWith is startDaemon with prepare, if not nil, adjusting the
+// command before it starts (see daemon.prepare).
+func startDaemonWith(t *testing.T, config string, prepare func(*exec.Cmd)) *daemon {
+	t.Helper()
 	dir := publicTempDir(t)
-	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "run", "sockfactory.sock"), config: filepath.Join(dir, "sockfactoryd.toml")}
+	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "run", "sockfactory.sock"), config: filepath.Join(dir, "sockfactoryd.toml"), prepare: prepare}
 	d.writeConfig(config)
 	d.start()
 	t.Cleanup(d.stop)
@@ -146,6 +156,9 @@ func (d *daemon) start() {
 	d.cmd = exec.Command(bin.daemon, "-config", d.config, "-log-level", "debug", "-log-flush", "0")
 	d.cmd.Stderr = d.log
 	d.cmd.Stdout = d.log
+	if d.prepare != nil {
+		d.prepare(d.cmd)
+	}
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
