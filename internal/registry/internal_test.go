@@ -39,7 +39,7 @@ func wantEmpty(t *testing.T, g *Registry) {
 	t.Helper()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	lens := map[string]int{"sockets": g.sockets.n, "tokens": g.tokens.n, "held": len(g.held),
+	lens := map[string]int{"sockets": g.sockets.n, "tokens": g.tokens.n, "held": len(g.held), "uids": len(g.uids), "extraRefs": len(g.extraRefs),
 		"pending": len(g.pending), "pendingOn": len(g.pendingOn), "lingering": len(g.lingering), "opts": len(g.opts),
 		"heldByUID": len(g.n.heldByUID), "pendingByUID": len(g.n.pendingByUID)}
 	for name, n := range lens {

@@ -19,7 +19,6 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
-	"sort"
 	"sync"
 	"time"
 
@@ -103,7 +102,8 @@ type Ref struct {
 	sock *socket
 	// next and prev link the socket's references.
 	next, prev *Ref
-	// hnext and hprev link the references who holds (held ones only).
+	// hnext and hprev link who's held references, or (for a pending
+	// token) the pending tokens who asked for: see holding.
 	hnext, hprev *Ref
 	share        Share
 	// pending is true until the token is picked up; its expiry and
@@ -125,7 +125,10 @@ type socket struct {
 	// checked against the first one only: a socket shared by thousands
 	// costs the same as by one. It is cleared again when a full check
 	// finds them alike.
-	mixed   bool
+	mixed bool
+	// nref counts refs, up to math.MaxUint16; Registry.extraRefs holds
+	// the rest (see countRef). It fits in the padding before opts.
+	nref    uint16
 	opts    *optsEntry
 	refs    *Ref // the first reference; nil while lingering
 	created int64
@@ -137,12 +140,6 @@ type socket struct {
 type pendingRef struct {
 	expires int64 // like socket.created
 	timer   *time.Timer
-}
-
-// holding lists the references one holder holds.
-type holding struct {
-	head *Ref
-	n    int
 }
 
 // optsEntry is one distinct value of Request.Options, shared by every
@@ -276,7 +273,12 @@ type Registry struct {
 	seed    maphash.Seed
 	sockets table[*socket]
 	tokens  table[*Ref]
-	held    map[*Holder]*holding
+	// held and uids index what each holder has (see holding).
+	held map[*Holder]*holding
+	uids map[uint32]*holding
+	// extraRefs counts the references of a socket beyond what
+	// socket.nref holds.
+	extraRefs map[*socket]int
 	// pending and lingering hold what only some references and sockets
 	// need: a pending token's expiry, a lingering socket's timer.
 	pending map[*Ref]pendingRef
@@ -288,6 +290,11 @@ type Registry struct {
 	// lent counts the descriptors of each socket lent and not yet
 	// returned (Grant.FD); it outlives Close.
 	lent map[*socket]*lending
+	// visits counts the entries Status looked at (table slots and
+	// references), for tests of what a listing costs; statusPause, if
+	// set, runs between the chunks of an admin's listing, unlocked.
+	visits      uint64
+	statusPause func()
 }
 
 // lending is a socket whose descriptor is lent out n times. A socket
@@ -311,6 +318,8 @@ func (g *Registry) reset() {
 	g.sockets = newTable(func(s *socket) uint64 { return g.keyHash(s.addr, s.proto) })
 	g.tokens = newTable(func(r *Ref) uint64 { return r.token.hash() })
 	g.held = make(map[*Holder]*holding)
+	g.uids = make(map[uint32]*holding)
+	g.extraRefs = make(map[*socket]int)
 	g.pending = make(map[*Ref]pendingRef)
 	g.pendingOn = make(map[*socket]int)
 	g.lingering = make(map[*socket]*time.Timer)
@@ -468,6 +477,7 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 		s.refs.prev = ref
 	}
 	s.refs = ref
+	g.countRef(s, 1)
 	g.tokens.insert(ref)
 	grant := &Grant{Token: ref.token.String(), Key: g.key(s), File: dup, Shared: shared, FD: fd}
 	if fd >= 0 {
@@ -480,6 +490,7 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 		p.timer = time.AfterFunc(g.ttl, func() { g.expire(ref) })
 		g.pending[ref] = p
 		g.pendingOn[s]++
+		g.link(ref)
 	} else {
 		g.hold(ref, r.Holder)
 	}
@@ -700,45 +711,6 @@ func (g *Registry) fileName(s *socket) string {
 	return string(s.addr.AppendTo(b))
 }
 
-// hold makes ref h's.
-func (g *Registry) hold(ref *Ref, h *Holder) {
-	g.n.add(h.UID, false, 1)
-	ref.who = h
-	ref.pending = false
-	hl := g.held[h]
-	if hl == nil {
-		hl = &holding{}
-		g.held[h] = hl
-	}
-	ref.hprev, ref.hnext = nil, hl.head
-	if hl.head != nil {
-		hl.head.hprev = ref
-	}
-	hl.head = ref
-	hl.n++
-}
-
-// unhold takes the held ref off its holder's list.
-func (g *Registry) unhold(ref *Ref) {
-	hl := g.held[ref.who]
-	if hl == nil {
-		return
-	}
-	if ref.hprev != nil {
-		ref.hprev.hnext = ref.hnext
-	} else if hl.head == ref {
-		hl.head = ref.hnext
-	}
-	if ref.hnext != nil {
-		ref.hnext.hprev = ref.hprev
-	}
-	ref.hprev, ref.hnext = nil, nil
-	hl.n--
-	if hl.n == 0 {
-		delete(g.held, ref.who)
-	}
-}
-
 // Pickup turns a pending token into a reference held by h. allowed is asked
 // (with the registry locked, so it must be a pure check) whether h's caller
 // may obtain the socket.
@@ -784,6 +756,7 @@ func (g *Registry) pickup(token string, h *Holder, allowed func(Key) bool, lend 
 	delete(g.pending, ref)
 	g.unpend(s)
 	g.n.add(uidOf(ref.who), true, -1)
+	g.unlink(ref)
 	g.hold(ref, h)
 	grant := &Grant{Token: token, Key: g.key(s), File: dup, Shared: s.refs.next != nil, FD: fd}
 	if fd >= 0 {
@@ -822,7 +795,6 @@ func (g *Registry) ReleaseHolder(h *Holder) int {
 		g.drop(ref)
 		ref = next
 	}
-	delete(g.held, h)
 	return n
 }
 
@@ -848,7 +820,9 @@ func (g *Registry) drop(ref *Ref) {
 		ref.next.prev = ref.prev
 	}
 	ref.next, ref.prev = nil, nil
+	g.countRef(s, -1)
 	g.tokens.remove(ref)
+	g.unlink(ref)
 	if ref.pending {
 		if p, ok := g.pending[ref]; ok {
 			p.timer.Stop()
@@ -858,7 +832,6 @@ func (g *Registry) drop(ref *Ref) {
 		g.n.add(uidOf(ref.who), true, -1)
 	} else {
 		g.n.add(ref.who.UID, false, -1)
-		g.unhold(ref)
 	}
 	if s.refs != nil {
 		return
@@ -937,69 +910,4 @@ func (g *Registry) Counts() (sockets, refs int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.sockets.n, g.tokens.n
-}
-
-// SocketInfo describes a cached socket for status.
-type SocketInfo struct {
-	Key       Key
-	Created   time.Time
-	Linger    time.Duration
-	IdleSince time.Time
-	Refs      []RefInfo
-}
-
-// RefInfo describes one reference.
-type RefInfo struct {
-	Token   string
-	Share   Share
-	Name    string
-	Holder  Holder // a copy; for a pending token, the owner
-	Pending bool
-	Expires time.Time
-	// Own is true when the reference belongs to the asking holder.
-	Own bool
-}
-
-// Status lists cached sockets. With all false, only sockets in which a
-// holder with h's uid has a reference (held or pending) are listed, and
-// only h's own tokens are shown; with all true, everything.
-func (g *Registry) Status(h *Holder, all bool) []SocketInfo {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	var out []SocketInfo
-	for _, s := range g.sockets.slots {
-		if s == nil {
-			continue
-		}
-		info := SocketInfo{Key: g.key(s), Created: g.time(s.created), Linger: s.linger}
-		if s.idle != 0 {
-			info.IdleSince = g.time(s.idle)
-		}
-		mine := false
-		for ref := s.refs; ref != nil; ref = ref.next {
-			ri := RefInfo{Share: ref.share, Name: ref.name, Pending: ref.pending, Own: ref.who == h}
-			if ref.pending {
-				ri.Expires = g.time(g.pending[ref].expires)
-			}
-			if ref.who != nil {
-				ri.Holder = *ref.who
-			}
-			if ri.Own || all {
-				ri.Token = ref.token.String()
-			}
-			mine = mine || ri.Own || (h != nil && ref.who != nil && ref.who.UID == h.UID)
-			info.Refs = append(info.Refs, ri)
-		}
-		if all || mine {
-			sort.Slice(info.Refs, func(i, j int) bool { return info.Refs[i].Token < info.Refs[j].Token })
-			out = append(out, info)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Key.Proto != out[j].Key.Proto {
-			return out[i].Key.Proto < out[j].Key.Proto
-		}
-		return out[i].Key.Addr.Compare(out[j].Key.Addr) < 0
-	})
-	return out
 }

@@ -10,6 +10,61 @@ type table[E comparable] struct {
 	slots []E // len is 0 or a power of two
 	n     int
 	hash  func(E) uint64
+	// walks are the walks in progress (see walk).
+	walks []*walk
+}
+
+// walk is a visit of every slot that may be spread over several calls,
+// with entries inserted and removed in between. It starts next to an empty
+// slot, start, and goes down from there, around to start again. A removal
+// moves entries only down (towards their home slot), so into the part not
+// visited yet, unless the move crosses start; such a move, or a resize, sets
+// moved: the caller should then begin again (see beginWalk).
+type walk struct {
+	start, done int // done: how many slots were visited
+	moved       bool
+}
+
+// beginWalk starts a walk of t; endWalk must end it.
+func (t *table[E]) beginWalk() *walk {
+	w := &walk{}
+	t.restartWalk(w)
+	t.walks = append(t.walks, w)
+	return w
+}
+
+// restartWalk starts w again, next to an empty slot.
+func (t *table[E]) restartWalk(w *walk) {
+	var zero E
+	w.start, w.done, w.moved = 0, 0, false
+	for i, e := range t.slots {
+		if e == zero {
+			w.start = i
+			break
+		}
+	}
+}
+
+// next returns the next at most n slots' entries that are set, and reports
+// whether the walk has visited every slot. visited counts the slots looked at.
+func (t *table[E]) next(w *walk, n int, out []E) (_ []E, visited int, finished bool) {
+	var zero E
+	size := len(t.slots)
+	for ; visited < n && w.done < size; visited, w.done = visited+1, w.done+1 {
+		if e := t.slots[(w.start-1-w.done)&(size-1)]; e != zero {
+			out = append(out, e)
+		}
+	}
+	return out, visited, w.done >= size
+}
+
+func (t *table[E]) endWalk(w *walk) {
+	for i, x := range t.walks {
+		if x == w {
+			t.walks = append(t.walks[:i], t.walks[i+1:]...)
+			return
+		}
+	}
 }
 
 func newTable[E comparable](hash func(E) uint64) table[E] {
@@ -52,6 +107,9 @@ func (t *table[E]) put(e E) {
 
 func (t *table[E]) resize(size int) {
 	var zero E
+	for _, w := range t.walks {
+		w.moved = true
+	}
 	old := t.slots
 	t.slots = make([]E, size)
 	for _, e := range old {
@@ -79,6 +137,12 @@ func (t *table[E]) remove(e E) bool {
 	for j := (i + 1) & mask; t.slots[j] != zero; j = (j + 1) & mask {
 		home := t.hash(t.slots[j]) & mask
 		if (j-home)&mask >= (j-i)&mask {
+			for _, w := range t.walks {
+				// The move from j down to i crosses w.start.
+				if d := (uint64(w.start) - i) & mask; d != 0 && d <= (j-i)&mask {
+					w.moved = true
+				}
+			}
 			t.slots[i] = t.slots[j]
 			i = j
 		}
