@@ -713,7 +713,9 @@ func (g *Registry) fileName(s *socket) string {
 
 // Pickup turns a pending token into a reference held by h. allowed is asked
 // (with the registry locked, so it must be a pure check) whether h's caller
-// may obtain the socket.
+// may obtain the socket. A token that is unknown, expired, released, held,
+// or not allowed gets ErrNoToken itself, unwrapped, so that every such
+// answer is the same.
 func (g *Registry) Pickup(token string, h *Holder, allowed func(Key) bool) (*Grant, error) {
 	return g.pickup(token, h, allowed, false)
 }
@@ -732,15 +734,15 @@ func (g *Registry) pickup(token string, h *Holder, allowed func(Key) bool, lend 
 		return nil, ErrNoToken
 	}
 	p := g.pending[ref]
-	if g.now() > p.expires {
+	s := ref.sock
+	// A token this caller cannot use, for whatever reason, gets the same
+	// bare ErrNoToken, before any other check: a prober learns nothing,
+	// not even that the token exists or what it is for.
+	if g.now() > p.expires || !allowed(g.key(s)) {
 		return nil, ErrNoToken
 	}
 	if err := g.n.check(g.limits, h.UID, false); err != nil {
 		return nil, err
-	}
-	s := ref.sock
-	if !allowed(g.key(s)) {
-		return nil, fmt.Errorf("%w: policy does not let this caller obtain %s", ErrNoToken, g.key(s))
 	}
 	var dup *os.File
 	fd := -1
