@@ -476,6 +476,9 @@ func Parse(name string, data []byte) (*Config, error) {
 				err = errors.New("the deny list takes IP addresses and CIDRs, not names")
 			}
 			if err != nil {
+				if what, why, ok := addrProblem(patternHost(s, false)); ok {
+					return nil, p.errAtValue("deny", s, "bad %s %q in deny: %s", what, patternHost(s, false), why)
+				}
 				return nil, p.errAtValue("deny", s, "deny: %v", err)
 			}
 			pol.Deny = append(pol.Deny, d)
@@ -527,6 +530,9 @@ func (p *parser) clearwater(c *Config, i int, cf clearwaterFile) error {
 	}
 	for _, h := range cf.AllowedHosts {
 		if _, err := clearwater.ParseAllowed(h); err != nil {
+			if what, why, ok := addrProblem(allowedHost(h)); ok {
+				return errAt("allowed_hosts", h, "bad %s %q in clearwater %s allowed_hosts: %s", what, allowedHost(h), cf.Socket, why)
+			}
 			return errAt("allowed_hosts", h, "%v", err)
 		}
 	}
@@ -603,6 +609,9 @@ func (p *parser) rule(i int, rf ruleFile) (policy.Rule, error) {
 	for _, s := range rf.Connect {
 		d, err := policy.ParseDest(s)
 		if err != nil {
+			if what, why, ok := addrProblem(patternHost(s, false)); ok {
+				return r, p.ruleErr(i, "connect", s, "bad %s %q in rule %q connect: %s", what, patternHost(s, false), r.Name, why)
+			}
 			return r, p.ruleErr(i, "connect", s, "rule %q: connect: %v", r.Name, err)
 		}
 		r.Connect = append(r.Connect, d)
@@ -610,6 +619,9 @@ func (p *parser) rule(i int, rf ruleFile) (policy.Rule, error) {
 	for _, s := range rf.Bind {
 		g, err := policy.ParseBindGrant(s)
 		if err != nil {
+			if what, why, ok := addrProblem(patternHost(s, true)); ok {
+				return r, p.ruleErr(i, "bind", s, "bad %s %q in rule %q bind: %s", what, patternHost(s, true), r.Name, why)
+			}
 			return r, p.ruleErr(i, "bind", s, "rule %q: bind: %v", r.Name, err)
 		}
 		r.Bind = append(r.Bind, g)
@@ -721,11 +733,17 @@ func tomlError(name string, data []byte, err error) error {
 	if errors.As(err, &se) && len(se.Errors) > 0 {
 		e := &se.Errors[0]
 		row, _ := e.Position()
+		if k := suggestKey(e.Key()); k != "" {
+			return &Error{name, row, fmt.Sprintf("unknown setting %q: did you mean %q? (see docs/configuration.md)", strings.Join(e.Key(), "."), k)}
+		}
 		return &Error{name, row, fmt.Sprintf("unknown setting %q (see docs/configuration.md)", strings.Join(e.Key(), "."))}
 	}
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		row, _ := de.Position()
+		if unquotedSocketMode(data, row) {
+			return &Error{name, row, socketModeHint}
+		}
 		return &Error{name, row, de.Error()}
 	}
 	return &Error{name, 0, err.Error()}

@@ -297,7 +297,7 @@ func TestParseErrors(t *testing.T) {
 
 		// Wrong TOML types.
 		{"socket not a string", "[daemon]\n\nsocket = 1\n", 3, "cannot decode TOML integer"},
-		{"socket_mode as integer", "[daemon]\nsocket_mode = 0o660\n", 2, "cannot decode TOML integer"},
+		{"socket_mode as integer", "[daemon]\nsocket_mode = 0o660\n", 2, `socket_mode must be a quoted octal string: socket_mode = "0660"`},
 		{"socket_group as integer", "[daemon]\nsocket_group = 0\n", 2, "cannot decode TOML integer"},
 		{"max_in_flight as string", "[daemon]\nmax_in_flight = \"8\"\n", 2, "cannot decode TOML string"},
 		{"max_in_flight as float", "[daemon]\nmax_in_flight = 8.5\n", 2, "cannot decode TOML float"},
@@ -381,7 +381,7 @@ connect = [
 ]
 `, 14, `rule "10.0.0.1/8:*": connect: destination "10.0.0.1/8:*"`,
 		},
-		{"bad pattern short ipv4", "[[rule]]\nusers = [0]\nconnect = [\"127.1:80\"]\n", 3, `"127.1:80"`},
+		{"bad pattern short ipv4", "[[rule]]\nusers = [0]\nconnect = [\"127.1:80\"]\n", 3, `bad address "127.1" in rule "rule[0]" connect: an IPv4 address has four numbers`},
 		{"bad pattern hex host", "[[rule]]\nusers = [0]\nconnect = [\"0x7f000001:80\"]\n", 3, "last label is numeric"},
 		{"bad pattern unbracketed ipv6", "[[rule]]\nusers = [0]\nconnect = ['::1:80']\n", 3, "write IPv6 addresses in brackets"},
 		{"bad pattern port range reversed", "[[rule]]\nusers = [0]\nconnect = [\n\"a.example:90-80\"]\n", 4, "is empty"},
@@ -680,4 +680,65 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseErrorMessages: the exact text of errors that used to come from a
+// library (issue 11.4): go-toml's "integers cannot have leading zeroes" or a
+// dump of the Go struct for an unquoted socket_mode; netip's function names
+// for a bad CIDR or address. Unknown keys suggest the nearest known one.
+func TestParseErrorMessages(t *testing.T) {
+	const rule = "[[rule]]\nname = \"x\"\nusers = [0]\n"
+	tests := []struct {
+		name, doc, want string
+	}{
+		{"socket_mode leading zero", "[daemon]\nsocket_mode = 0660\n", `test.toml:2: socket_mode must be a quoted octal string: socket_mode = "0660"`},
+		{"socket_mode integer", "[daemon]\n\nsocket_mode = 660 # rw-rw----\n", `test.toml:3: socket_mode must be a quoted octal string: socket_mode = "0660"`},
+		{"socket_mode octal integer", "daemon.socket_mode = 0o660\n", `test.toml:1: socket_mode must be a quoted octal string: socket_mode = "0660"`},
+		{"clearwater socket_mode leading zero", "[[clearwater]]\nsocket = \"/tmp/cw\"\nallowed_hosts = [\"a.example\"]\nsocket_mode = 0666\n", `test.toml:4: socket_mode must be a quoted octal string: socket_mode = "0660"`},
+		{"other leading zero", "[daemon]\nmax_in_flight = 08\n", `test.toml:2: toml: integers cannot have leading zeroes`},
+		{"CIDR too long", rule + "connect = [\"10.0.0.0/33:80\"]\n", `test.toml:4: bad CIDR "10.0.0.0/33" in rule "x" connect: prefix length must be 0-32 for IPv4`},
+		{"IPv6 CIDR too long", rule + "connect = [\"[2001:db8::/129]:443\"]\n", `test.toml:4: bad CIDR "2001:db8::/129" in rule "x" connect: prefix length must be 0-128 for IPv6`},
+		{"CIDR length not a number", rule + "connect = [\"10.0.0.0/x:80\"]\n", `test.toml:4: bad CIDR "10.0.0.0/x" in rule "x" connect: prefix length must be 0-32 for IPv4`},
+		{"CIDR bad address", rule + "connect = [\"10.0.0.300/8:80\"]\n", `test.toml:4: bad CIDR "10.0.0.300/8" in rule "x" connect: each of the four numbers of an IPv4 address must be 0-255, without leading zeros`},
+		{"address out of range", rule + "connect = [\"10.0.0.256:80\"]\n", `test.toml:4: bad address "10.0.0.256" in rule "x" connect: each of the four numbers of an IPv4 address must be 0-255, without leading zeros`},
+		{"bad IPv6 address", rule + "connect = [\"[2001:db8::g]:80\"]\n", `test.toml:4: bad address "2001:db8::g" in rule "x" connect: not an IPv4 or IPv6 address`},
+		{"host bits", rule + "connect = [\"10.0.0.1/8:80\"]\n", `test.toml:4: rule "x": connect: destination "10.0.0.1/8:80": CIDR "10.0.0.1/8" has host bits set; did you mean 10.0.0.0/8?`},
+		{"bind CIDR too long", rule + "bind = [\"udp:10.0.0.0/33:53\"]\n", `test.toml:4: bad CIDR "10.0.0.0/33" in rule "x" bind: prefix length must be 0-32 for IPv4`},
+		{"deny CIDR too long", "[connect]\ndeny = [\"0.0.0.0/8:*\", \"10.0.0.0/40:*\"]\n", `test.toml:2: bad CIDR "10.0.0.0/40" in deny: prefix length must be 0-32 for IPv4`},
+		{"clearwater CIDR too long", "[[clearwater]]\nsocket = \"/tmp/cw\"\nallowed_hosts = [\"10.0.0.0/33\"]\n", `test.toml:3: bad CIDR "10.0.0.0/33" in clearwater /tmp/cw allowed_hosts: prefix length must be 0-32 for IPv4`},
+		{"clearwater bare IPv6 CIDR too long", "[[clearwater]]\nsocket = \"/tmp/cw\"\nallowed_hosts = [\"2001:db8::/129\"]\n", `test.toml:3: bad CIDR "2001:db8::/129" in clearwater /tmp/cw allowed_hosts: prefix length must be 0-128 for IPv6`},
+		{"name, not an address", rule + "connect = [\"bad_host!:80\"]\n", `test.toml:4: rule "x": connect: destination "bad_host!:80": host name "bad_host!" contains '!': only letters, digits, '-', '_' and '.' are allowed`},
+		{"misspelled daemon key", "[daemon]\nsockt_mode = \"0660\"\n", `test.toml:2: unknown setting "daemon.sockt_mode": did you mean "socket_mode"? (see docs/configuration.md)`},
+		{"misspelled rule key", rule + "conect = [\"a.example:1\"]\n", `test.toml:4: unknown setting "rule.conect": did you mean "connect"? (see docs/configuration.md)`},
+		{"misspelled table", "[limts]\nsockets = 1\n", `test.toml:1: unknown setting "limts": did you mean "limits"? (see docs/configuration.md)`},
+		{"misspelled clearwater key", "[[clearwater]]\nsocket = \"/tmp/cw\"\nallowed_host = [\"a.example\"]\n", `test.toml:3: unknown setting "clearwater.allowed_host": did you mean "allowed_hosts"? (see docs/configuration.md)`},
+		{"misspelled limits key", "[limits]\nconnection_per_uid = 1\n", `test.toml:2: unknown setting "limits.connection_per_uid": did you mean "connections_per_uid"? (see docs/configuration.md)`},
+		{"nothing close", "[daemon]\nbogus = 1\n", `test.toml:2: unknown setting "daemon.bogus" (see docs/configuration.md)`},
+		{"short key, nothing close", "x = 1\n", `test.toml:1: unknown setting "x" (see docs/configuration.md)`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("test.toml", []byte(tc.doc))
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("Parse:\n got  %v\n want %s\ndocument:\n%s", err, tc.want, tc.doc)
+			}
+		})
+	}
+}
+
+func TestLevenshtein(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"a", "", 1}, {"", "abc", 3}, {"kitten", "sitting", 3},
+		{"socket_mode", "sockt_mode", 1}, {"limits", "limts", 1}, {"abc", "abc", 0}, {"ab", "ba", 2},
+	} {
+		if got := levenshtein(tc.a, tc.b); got != tc.want {
+			t.Errorf("levenshtein(%q, %q) = %d; want %d", tc.a, tc.b, got, tc.want)
+		}
+		if got := levenshtein(tc.b, tc.a); got != tc.want {
+			t.Errorf("levenshtein(%q, %q) = %d; want %d", tc.b, tc.a, got, tc.want)
+		}
+	}
 }
