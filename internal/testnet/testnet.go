@@ -88,3 +88,26 @@ func OpenFDs(t testing.TB) int {
 	}
 	return len(ents)
 }
+
+// ClosedPort returns a loopback TCP address (port chosen by the kernel)
+// where a connect is refused: a socket is bound there but does not listen,
+// and without SO_REUSEADDR it keeps any other socket, and any outgoing
+// connection's local port, off that port until the test ends. Unlike a
+// port that was free a moment ago, nothing else can start listening on it.
+func ClosedPort(t testing.TB) netip.AddrPort {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(os.NewSyscallError("socket", err))
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(os.NewSyscallError("bind", err))
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(os.NewSyscallError("getsockname", err))
+	}
+	in := sa.(*unix.SockaddrInet4)
+	return netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port))
+}
