@@ -117,7 +117,7 @@ func setOwnership(dfd int, dir, base string, mode os.FileMode, gid int) error {
 			return fmt.Errorf("setting group of %s to %d: %w", path, gid, os.NewSyscallError("fchownat", err))
 		}
 	}
-	err = unix.Fchmodat(fd, "", uint32(mode.Perm()), unix.AT_EMPTY_PATH)
+	err = os.NewSyscallError("fchmodat2", unix.Fchmodat(fd, "", uint32(mode.Perm()), unix.AT_EMPTY_PATH))
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		err = os.Chmod("/proc/self/fd/"+strconv.Itoa(fd), mode.Perm())
 	}
