@@ -359,8 +359,10 @@ func decodeRequestStrict(b []byte) (*Request, error) {
 	return &req, checkRequest(&req)
 }
 
-// checkRequest checks a decoded request's version and that the op's
-// parameters are present. It returns nil or an *Error.
+// checkRequest checks a decoded request's version, that the op's
+// parameters are present, and that their required members are neither
+// missing, null nor empty (docs/protocol.md, section 5). It returns nil or
+// an *Error. Both decoders end here, so they agree on it.
 func checkRequest(req *Request) error {
 	if req.V != Version {
 		return Errorf(CodeUnsupportedVersion, "protocol version %d is not supported; this daemon speaks version %d", req.V, Version)
@@ -370,6 +372,9 @@ func checkRequest(req *Request) error {
 		if req.Connect == nil {
 			return Errorf(CodeInvalidRequest, `op "connect" needs a "connect" object`)
 		}
+		if err := required(req.Op, "connect", "network", req.Connect.Network, "address", req.Connect.Address); err != nil {
+			return err
+		}
 		if req.Connect.TimeoutMS < 0 {
 			return Errorf(CodeInvalidRequest, "timeout_ms must not be negative")
 		}
@@ -377,19 +382,34 @@ func checkRequest(req *Request) error {
 		if req.Hello == nil {
 			return Errorf(CodeInvalidRequest, `op "hello" needs a "hello" object`)
 		}
+		return required(req.Op, "hello", "app", req.Hello.App)
 	case OpBind:
 		if req.Bind == nil {
 			return Errorf(CodeInvalidRequest, `op "bind" needs a "bind" object`)
 		}
+		return required(req.Op, "bind", "network", req.Bind.Network, "address", req.Bind.Address)
 	case OpPickup, OpRelease:
 		if req.Token == nil {
 			return Errorf(CodeInvalidRequest, `op %q needs a "token" object`, req.Op)
 		}
+		return required(req.Op, "token", "token", req.Token.Token)
 	case OpStatus, OpReload:
 	case "":
 		return Errorf(CodeInvalidRequest, `missing "op"`)
 	default:
 		return Errorf(CodeInvalidRequest, "unknown op %q", req.Op)
+	}
+	return nil
+}
+
+// required checks the required string members of op's parameter object
+// obj, given as name, value pairs: a member that is missing, null or ""
+// (which decode alike) is invalid_request naming the first such member.
+func required(op Op, obj string, members ...string) error {
+	for i := 0; i+1 < len(members); i += 2 {
+		if members[i+1] == "" {
+			return Errorf(CodeInvalidRequest, `op %q: the %q object's member %q is required: it must not be missing, null or empty`, op, obj, members[i])
+		}
 	}
 	return nil
 }
