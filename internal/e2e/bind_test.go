@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/testnet"
 	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
@@ -225,6 +226,23 @@ func bindOpt(t *testing.T, c syscall.Conn, level, opt int) int {
 		t.Fatalf("getsockopt(%d, %d): %v", level, opt, err)
 	}
 	return v
+}
+
+// bindPortFreeIn reports whether network addr can be bound directly now in
+// the network namespace ns.
+func bindPortFreeIn(ns *testnet.Netns, network, addr string) error {
+	if strings.HasPrefix(network, "tcp") {
+		l, err := ns.Listen(network, addr)
+		if err == nil {
+			l.Close()
+		}
+		return err
+	}
+	pc, err := ns.ListenPacket(network, addr)
+	if err == nil {
+		pc.Close()
+	}
+	return err
 }
 
 // bindPortFree reports whether network addr can be bound directly now.
@@ -775,10 +793,13 @@ token_ttl = "200ms"
 // TestIntegrationBindNobodyPort53: a process running as uid 65534, which
 // the kernel does not let bind port 53, gets TCP and UDP port 53 on
 // 127.0.0.1 and ::1 from the daemon and answers on each; when it exits its
-// references are gone.
+// references are gone. The daemon runs in a network namespace of its own,
+// so that the host's port 53 may be taken.
 func TestIntegrationBindNobodyPort53(t *testing.T) {
 	requireRoot(t)
-	d, base := startBindDaemon(t, bindBase+bindRootAdmin+bindNobodyDNS)
+	d, ns := startDaemonNetns(t, bindBase+bindRootAdmin+bindNobodyDNS)
+	base := bindWarmUp(t, d)
+	ctx := bindCtx(t)
 	admin := bindClient(t, d, "")
 	dns := bindHelper(t, d, bindPublicBinary(t), asUser(65534, 65534), "bind-nobody53", "")
 	dns.expect(t, "READY")
@@ -791,7 +812,7 @@ func TestIntegrationBindNobodyPort53(t *testing.T) {
 	}
 	for i, addr := range []string{"127.0.0.1:53", "[::1]:53"} {
 		q := fmt.Sprintf("query %d\n", i)
-		conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		conn, err := ns.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			t.Fatalf("tcp %s: %v", addr, err)
 		}
@@ -804,7 +825,7 @@ func TestIntegrationBindNobodyPort53(t *testing.T) {
 		if want := "answer from " + addr + ": " + q; got != want {
 			t.Fatalf("tcp %s: got %q, %v; want %q", addr, got, err, want)
 		}
-		uc, err := net.Dial("udp", addr)
+		uc, err := ns.DialContext(ctx, "udp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1295,10 +1316,13 @@ func TestIntegrationBindUnprivilegedDaemon(t *testing.T) {
 // the systemd convention; the program serves on them. While it runs,
 // `sockfactory status` (table and JSON) shows the sockets held by the exec
 // process's uid, pid and app name; when the program exits they are
-// released.
+// released. The daemon runs in a network namespace of its own, so that
+// the host's port 53 may be taken.
 func TestIntegrationBindExec(t *testing.T) {
 	requireRoot(t)
-	d, base := startBindDaemon(t, bindBase+bindRootAdmin+bindNobodyDNS)
+	d, ns := startDaemonNetns(t, bindBase+bindRootAdmin+bindNobodyDNS)
+	base := bindWarmUp(t, d)
+	ctx := bindCtx(t)
 	prog := bindPublicBinary(t)
 	p := bindStartProc(t, bin.cli, bindHelperEnv(d, "bind-listenfds"), asUser(65534, 65534),
 		"exec", "-socket", d.socket, "--listen", "tcp://127.0.0.1:53", "--listen", "udp://[::1]:53", "--share", "any", "--name", "web",
@@ -1351,13 +1375,13 @@ func TestIntegrationBindExec(t *testing.T) {
 		t.Errorf("sockfactory status as uid 65534: exit %d, stderr %q; want its own socket listed:\n%s", code, errOut, out)
 	}
 
-	conn, err := net.DialTimeout("tcp", "127.0.0.1:53", 10*time.Second)
+	conn, err := ns.DialContext(ctx, "tcp", "127.0.0.1:53")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	roundTripAnswer(t, conn, "over tcp\n", "tcp got: over tcp\n")
-	uc, err := net.Dial("udp", "[::1]:53")
+	uc, err := ns.DialContext(ctx, "udp", "[::1]:53")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1372,7 +1396,7 @@ func TestIntegrationBindExec(t *testing.T) {
 	admin := bindClient(t, d, "")
 	waitFor(t, "the exec'd program's sockets to be released", func() bool { return len(bindStatus(t, admin)) == 0 })
 	for _, k := range [][2]string{{"tcp", "127.0.0.1:53"}, {"udp", "[::1]:53"}} {
-		if err := bindPortFree(k[0], k[1]); err != nil {
+		if err := bindPortFreeIn(ns, k[0], k[1]); err != nil {
 			t.Errorf("direct bind of %s %s after the program exited: %v", k[0], k[1], err)
 		}
 	}

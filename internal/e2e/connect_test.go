@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -276,16 +277,11 @@ func roundTrip(t *testing.T, c net.Conn, msg string) {
 	}
 }
 
-// closedPort returns a loopback TCP port nobody listens on.
+// closedPort returns a loopback TCP port nobody listens on, held so that
+// nothing else can listen there until the test ends (testnet.ClosedPort).
 func closedPort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := port(l.Addr().String())
-	l.Close()
-	return p
+	return strconv.Itoa(int(testnet.ClosedPort(t).Port()))
 }
 
 // blackhole returns a loopback address where connects hang: a listener

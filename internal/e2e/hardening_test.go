@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -65,7 +64,7 @@ func procStatus(t *testing.T, pid int, field string) string {
 // 53 may be taken).
 func TestIntegrationLeastPrivilege(t *testing.T) {
 	requireRoot(t)
-	d := startDaemonWith(t, `
+	d, ns := startDaemonNetns(t, `
 [daemon]
 socket = "%SOCKET%"
 socket_mode = "0666"
@@ -75,8 +74,7 @@ user = "nobody"
 name = "dns"
 users = ["root"]
 bind = ["udp:127.0.0.1:53", "tcp:127.0.0.1:53"]
-`, func(cmd *exec.Cmd) { cmd.SysProcAttr = inNewNetns() })
-	loopbackUp(t, d.cmd.Process.Pid)
+`)
 	// Ask the serving daemon, which answers only once it has taken its
 	// new credentials, and take its pid from its log: a process seen as a
 	// child before then may still be root, or not the daemon at all.
@@ -107,14 +105,26 @@ bind = ["udp:127.0.0.1:53", "tcp:127.0.0.1:53"]
 		t.Fatalf("udp port 53 from the unprivileged daemon: %v", err)
 	}
 	defer pc.Close()
-	// The socket lives in the daemon's namespace: it sends to itself.
-	pc.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := pc.WriteTo([]byte("query"), pc.LocalAddr()); err != nil {
-		t.Fatalf("sending to port 53: %v", err)
+	go func() {
+		buf := make([]byte, 512)
+		n, from, err := pc.ReadFrom(buf)
+		if err == nil {
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	// A client in the daemon's namespace, where the socket is.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := ns.DialContext(ctx, "udp", "127.0.0.1:53")
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.Write([]byte("query"))
 	buf := make([]byte, 16)
-	if n, _, err := pc.ReadFrom(buf); err != nil || string(buf[:n]) != "query" {
-		t.Fatalf("datagram on port 53: got %q, %v", buf[:n], err)
+	if n, err := conn.Read(buf); err != nil || string(buf[:n]) != "query" {
+		t.Fatalf("answer from port 53: got %q, %v", buf[:n], err)
 	}
 }
 

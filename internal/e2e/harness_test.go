@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/testnet"
 )
 
 // raceEnabled is set by race_test.go; the binaries are then built with
@@ -137,6 +138,36 @@ func startDaemonWith(t *testing.T, config string, prepare func(*exec.Cmd)) *daem
 	d.start()
 	t.Cleanup(d.stop)
 	return d
+}
+
+// startDaemonNetns is startDaemon with the daemon in a network namespace
+// of its own, lo up and nothing else: the ports it binds (53, say) are not
+// the host's, so the test passes whatever holds them on the machine.
+// Clients reach the daemon by its socket's path, as ever; servers the
+// daemon must reach, and clients of the sockets it hands out, are made in
+// the returned namespace. A test that restarts the daemon (d.start) gets a
+// new namespace: call d.netns again then.
+func startDaemonNetns(t *testing.T, config string) (*daemon, *testnet.Netns) {
+	t.Helper()
+	d := startDaemonWith(t, config, func(cmd *exec.Cmd) {
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+	})
+	return d, d.netns()
+}
+
+// netns returns the network namespace of the running daemon, with lo
+// brought up (a new namespace has it down; the daemon binds or connects
+// only when asked, so it has not needed lo before this).
+func (d *daemon) netns() *testnet.Netns {
+	d.t.Helper()
+	n := testnet.OpenNetns(d.t, d.cmd.Process.Pid)
+	if err := n.LoopbackUp(); err != nil {
+		d.t.Fatalf("bringing lo up in the daemon's network namespace: %v", err)
+	}
+	return n
 }
 
 func (d *daemon) writeConfig(config string) {
