@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/testnet"
 	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
@@ -123,6 +124,11 @@ type chaosParams struct {
 	Closed string `json:"closed"`
 	// Ports are loopback ports the clients share sockets on.
 	Ports []int `json:"ports"`
+	// Netns is the daemon's network namespace, of its own
+	// (/proc/PID/ns/net): the echo server, the closed port and the
+	// sockets the daemon hands out are there, and the client makes its
+	// own direct connections there.
+	Netns string `json:"netns"`
 	// Ops is how many random operations to run.
 	Ops int `json:"ops"`
 	// WarmUp runs every operation once, in order, releasing everything.
@@ -181,7 +187,8 @@ type chaosClient struct {
 	p      chaosParams
 	rng    *rand.Rand
 	c      *sockfactory.Client
-	held   []io.Closer // kept until the end, or until the process dies
+	ns     *testnet.Netns // the daemon's network namespace
+	held   []io.Closer    // kept until the end, or until the process dies
 	rep    chaosReport
 	warmUp bool
 }
@@ -193,8 +200,15 @@ func chaosClientMain(arg string) int {
 		fmt.Fprintln(os.Stderr, "chaos-client: bad parameters:", err)
 		return 2
 	}
+	ns, err := testnet.OpenNetnsPath(p.Netns)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chaos-client: the daemon's network namespace:", err)
+		return 2
+	}
+	defer ns.Close()
 	cc := &chaosClient{
 		p:      p,
+		ns:     ns,
 		rng:    rand.New(rand.NewPCG(p.Seed, 0x5eed)),
 		c:      &sockfactory.Client{Socket: p.Socket},
 		rep:    chaosReport{Ops: map[string]int{}, Outcomes: map[string]int{}},
@@ -412,6 +426,14 @@ func chaosTooLarge(code wire.Code, message string) bool {
 	return code == wire.CodeInternal && strings.Contains(message, "would exceed")
 }
 
+// dialDirect connects to the TCP address addr in the daemon's network
+// namespace itself, not through the daemon.
+func (cc *chaosClient) dialDirect(addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return cc.ns.DialContext(ctx, "tcp", addr)
+}
+
 // listenShared listens with share mode any on a shared port, connects to
 // it and accepts one connection. Every holder of the socket accepts from
 // the same queue, so the accepted connection may be another client's, or
@@ -428,7 +450,7 @@ func (cc *chaosClient) listenShared(op string) {
 		cc.violation(op, "listen %s share any: %v", addr, err)
 		return
 	}
-	d, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	d, err := cc.dialDirect(addr)
 	if err != nil {
 		cc.violation(op, "connecting to the held listener %s: %v", addr, err)
 	} else {
@@ -482,7 +504,7 @@ func (cc *chaosClient) listenPort0(op string) {
 		cc.violation(op, "listen 127.0.0.1:0: %v", err)
 		return
 	}
-	d, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
+	d, err := cc.dialDirect(l.Addr().String())
 	if err != nil {
 		cc.violation(op, "connecting to own listener %s: %v", l.Addr(), err)
 		cc.keep(op, l)
@@ -1104,11 +1126,11 @@ func (ch *chaosChild) run(ct *chaosTally) {
 	}
 }
 
-// chaosPorts returns n loopback ports below the ephemeral range (so that no
-// outgoing connection or port-0 bind takes one) that are free for TCP and
-// UDP now.
-func chaosPorts(t *testing.T, rng *rand.Rand, n int) []int {
-	t.Helper()
+// chaosPorts returns n distinct loopback ports below the ephemeral range
+// (so that no outgoing connection or port-0 bind takes one), chosen by rng.
+// They are ports of the daemon's network namespace of its own, where
+// nothing else runs: all are free.
+func chaosPorts(rng *rand.Rand, n int) []int {
 	low := 32768
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
@@ -1118,28 +1140,12 @@ func chaosPorts(t *testing.T, rng *rand.Rand, n int) []int {
 		}
 	}
 	var ports []int
-	for range 1000 {
-		if len(ports) == n {
-			return ports
-		}
-		p := low - 10000 + rng.IntN(10000)
-		addr := fmt.Sprintf("127.0.0.1:%d", p)
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		pc, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		if !slices.Contains(ports, p) {
+	for len(ports) < n {
+		if p := low - 10000 + rng.IntN(10000); !slices.Contains(ports, p) {
 			ports = append(ports, p)
 		}
 	}
-	t.Fatalf("found only %d free loopback ports below %d", len(ports), low)
-	return nil
+	return ports
 }
 
 // chaosStats returns the daemon's statistics as the admin c sees them.
@@ -1203,16 +1209,19 @@ func TestIntegrationChaos(t *testing.T) {
 	t.Logf("seed %d (SOCKFACTORY_CHAOS_SEED=%d replays the choices)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 
-	echo := echoServer(t, "tcp", "127.0.0.1:0")
 	// Three ports to share, and one nobody listens on: all below the
-	// ephemeral range, where no port-0 bind or outgoing connection lands.
-	ports := chaosPorts(t, rng, 4)
+	// ephemeral range, where no port-0 bind or outgoing connection lands,
+	// in the daemon's network namespace of its own.
+	ports := chaosPorts(rng, 4)
 	closed := strconv.Itoa(ports[3])
 	dir := publicTempDir(t)
 	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "run", "sockfactory.sock"), config: filepath.Join(dir, "sockfactoryd.toml")}
+	d.prepare = func(cmd *exec.Cmd) { cmd.SysProcAttr = inNewNetns() }
 	d.writeConfig(strings.NewReplacer("%DIR%", dir, "%CLOSED%", closed).Replace(chaosConfig))
 	d.start()
 	t.Cleanup(d.stop)
+	ns := d.netns()
+	echo := echoServerNetns(t, ns, "tcp", "127.0.0.1:0")
 	waitFor(t, "the Clearwater listener to start", func() bool {
 		return strings.Contains(d.log.String(), `msg="listening (clearwater)"`)
 	})
@@ -1222,6 +1231,7 @@ func TestIntegrationChaos(t *testing.T) {
 		Echo:       echo,
 		Closed:     "127.0.0.1:" + closed,
 		Ports:      ports[:3],
+		Netns:      fmt.Sprintf("/proc/%d/ns/net", d.cmd.Process.Pid),
 	}
 
 	// Warm up: one client runs every operation once and releases

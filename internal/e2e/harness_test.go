@@ -316,6 +316,23 @@ func echoServer(t *testing.T, network, addr string) string {
 	if err != nil {
 		t.Fatalf("echo server on %s: %v", addr, err)
 	}
+	return serveEcho(t, l)
+}
+
+// echoServerNetns is echoServer in the network namespace ns (a daemon's
+// of its own, say); addr is numeric.
+func echoServerNetns(t *testing.T, ns *testnet.Netns, network, addr string) string {
+	t.Helper()
+	l, err := ns.Listen(network, addr)
+	if err != nil {
+		t.Fatalf("echo server on %s in a namespace: %v", addr, err)
+	}
+	return serveEcho(t, l)
+}
+
+// serveEcho echoes each connection l accepts until it closes; l is closed
+// at cleanup. It returns l's address.
+func serveEcho(t *testing.T, l net.Listener) string {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { l.Close(); wg.Wait() })
 	wg.Add(1)

@@ -31,13 +31,27 @@ type Netns struct {
 // uses it.
 func OpenNetns(t testing.TB, pid int) *Netns {
 	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	n, err := OpenNetnsPath(fmt.Sprintf("/proc/%d/ns/net", pid))
 	if err != nil {
 		t.Fatalf("opening the network namespace of pid %d: %v", pid, err)
 	}
-	t.Cleanup(func() { f.Close() })
-	return &Netns{f: f}
+	t.Cleanup(func() { n.Close() })
+	return n
 }
+
+// OpenNetnsPath opens the network namespace at path (/proc/PID/ns/net, or
+// one bound under /run/netns), for helper processes that are no test. The
+// caller closes it.
+func OpenNetnsPath(path string) (*Netns, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Netns{f: f}, nil
+}
+
+// Close closes n's descriptor; sockets made in n keep it alive.
+func (n *Netns) Close() error { return n.f.Close() }
 
 // NewNetns makes a fresh network namespace, with lo up and nothing else,
 // held until the test ends. Only the unshare(2) that makes it runs on a
@@ -64,8 +78,8 @@ func NewNetns(t testing.TB) *Netns {
 		t.Fatalf("making a network namespace: %v (needs root: CAP_SYS_ADMIN)", r.err)
 	}
 	f := os.NewFile(uintptr(r.fd), "netns")
-	t.Cleanup(func() { f.Close() })
 	n := &Netns{f: f}
+	t.Cleanup(func() { n.Close() })
 	if err := n.LoopbackUp(); err != nil {
 		t.Fatalf("bringing lo up in a new network namespace: %v", err)
 	}
