@@ -27,6 +27,7 @@ import (
 	"github.com/sockfactory/sockfactory/internal/paths"
 	"github.com/sockfactory/sockfactory/internal/policy"
 	"github.com/sockfactory/sockfactory/internal/server"
+	"github.com/sockfactory/sockfactory/internal/testnet"
 )
 
 // TestMain starts the daemon the Examples talk to (through
@@ -393,16 +394,11 @@ func echoOnce(t *testing.T, c net.Conn, msg string) {
 	}
 }
 
-// closedPort returns a loopback address on which nothing listens.
+// closedPort returns a loopback address on which nothing listens, held
+// until the test ends so that nothing can (testnet.ClosedPort).
 func closedPort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return testnet.ClosedPort(t).String()
 }
 
 // blackhole returns a loopback address where connect hangs: a listener

@@ -17,13 +17,7 @@ import (
 
 func closedPort(t *testing.T) netip.AddrPort {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ap := l.Addr().(*net.TCPAddr).AddrPort()
-	l.Close()
-	return ap
+	return testnet.ClosedPort(t)
 }
 
 func getInt(t *testing.T, fd, level, opt int) int {
