@@ -212,20 +212,30 @@ func (ss *session) release(r *wire.TokenRequest) (registry.Key, error) {
 	return k, nil
 }
 
-// status serves OpStatus.
+// status serves OpStatus. A caller no rule applies to gets an empty list
+// without the registry being asked: it can have been granted nothing (but
+// see docs/protocol.md, 7.8, on reloads). Others' listings cost what their
+// uid has; an admin's walks the cache in chunks (registry.Status).
 func (ss *session) status() *wire.StatusResult {
-	now := time.Now()
-	admin := ss.s.policy.Load().Admin(&ss.caller)
+	pol := ss.s.policy.Load()
+	if !pol.Known(&ss.caller) {
+		return &wire.StatusResult{Sockets: []wire.SocketStatus{}}
+	}
+	admin := pol.Admin(&ss.caller)
 	infos := ss.s.registry.Status(ss.holder, admin)
+	now := time.Now()
 	res := &wire.StatusResult{Sockets: make([]wire.SocketStatus, 0, len(infos))}
 	if admin {
 		res.Daemon = ss.stats()
 	}
 	for _, in := range infos {
+		if len(in.Refs) < in.NRefs {
+			res.Truncated = true
+		}
 		st := wire.SocketStatus{
 			Network:  in.Key.Proto,
 			Local:    in.Key.Addr.String(),
-			Refs:     len(in.Refs),
+			Refs:     in.NRefs,
 			AgeMS:    now.Sub(in.Created).Milliseconds(),
 			LingerMS: in.Linger.Milliseconds(),
 			Holders:  make([]wire.HolderStatus, 0, len(in.Refs)),
@@ -308,7 +318,9 @@ func registryError(err error) error {
 	case errors.Is(err, registry.ErrShareConflict), errors.Is(err, registry.ErrOptionsDiffer):
 		return wire.Errorf(wire.CodeShareConflict, "%v", err)
 	case errors.Is(err, registry.ErrNoToken):
-		return wire.Errorf(wire.CodeNotFound, "%v (tokens are single-use, expire, and may be released only by their holder)", err)
+		// Every token the caller cannot use gets this very message: it
+		// names no address and no reason (docs/protocol.md, 7.5).
+		return wire.Errorf(wire.CodeNotFound, "%v for this caller: a token is single-use, expires, may be picked up only by a caller granted its address and released only by its holder; ask for a new one", err)
 	case errors.Is(err, registry.ErrLimit):
 		return wire.Errorf(wire.CodeLimitExceeded, "%v; release sockets or ask the administrator to raise [limits]", err)
 	case errors.Is(err, registry.ErrClosed):

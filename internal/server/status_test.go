@@ -1,9 +1,15 @@
 package server
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
+	"os"
+	"sync"
 	"testing"
 
+	"github.com/sockfactory/sockfactory/internal/config"
+	"github.com/sockfactory/sockfactory/internal/registry"
 	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
@@ -48,5 +54,43 @@ func TestFitStatus(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStatusUnknownCaller: a caller no rule applies to gets an empty
+// listing without the registry being asked, even while its lock is held
+// (here by a Create that waits): its status costs the others nothing.
+// Before, it walked the whole cache under the lock, and this test's status
+// request would wait for the lock and time out.
+func TestStatusUnknownCaller(t *testing.T) {
+	srv, path := startServer(t, `bind = ["tcp:127.0.0.1:*"]`, Options{})
+	c := dialServer(t, path)
+	bindToken(t, c, false) // a socket the caller's uid holds
+	cfg, err := config.Parse("test.toml", []byte("[[rule]]\nname = \"other\"\nusers = [4242]\nbind = [\"tcp:127.0.0.1:*\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetPolicy(cfg.Policy) // the caller's uid is no longer named
+	inside, leave, done := make(chan struct{}), make(chan struct{}), make(chan error)
+	go func() {
+		_, err := srv.Registry().Acquire(&registry.Request{
+			Key: registry.Key{Proto: "tcp", Addr: netip.MustParseAddrPort("127.0.0.1:0")}, Holder: &registry.Holder{UID: 4242},
+			Create: func() (*os.File, netip.AddrPort, error) {
+				close(inside)
+				<-leave
+				return nil, netip.AddrPort{}, errors.New("the test's Create makes nothing")
+			},
+		})
+		done <- err
+	}()
+	var once sync.Once
+	release := func() { once.Do(func() { close(leave); <-done }) }
+	t.Cleanup(release) // before the server's Close, which needs the lock
+	<-inside
+	send(t, c, `{"v":1,"id":5,"op":"status"}`)
+	got := recvRaw(t, c)
+	release()
+	if want := `{"v":1,"id":5,"status":{"sockets":[]}}`; string(got) != want {
+		t.Errorf("status of a caller no rule names: got %s, want %s", got, want)
 	}
 }
