@@ -231,6 +231,10 @@ func (d *fastDecoder) word() (string, bool) {
 		return "status", true
 	case "reload":
 		return "reload", true
+	case "upgrade":
+		return "upgrade", true
+	case "reclaim":
+		return "reclaim", true
 	case "tcp":
 		return "tcp", true
 	case "tcp4":
@@ -333,7 +337,9 @@ func (d *fastDecoder) end() bool {
 }
 
 // requestBlock holds a request and the parameters of its common ops, so
-// that decoding one allocates once for all of them.
+// that decoding one allocates once for all of them. A reclaim's parameters
+// are allocated on their own: reclaim is sent only after a daemon restart,
+// and every other request would pay for the room.
 type requestBlock struct {
 	req     Request
 	connect ConnectRequest
@@ -405,6 +411,12 @@ func decodeRequestFast(b []byte) *Request {
 			if ok && !d.null() {
 				r.Status = new(StatusRequest)
 				ok = d.object() && d.emptyObject()
+			}
+		case "reclaim":
+			ok = seen(&mask, 1<<8)
+			if ok && !d.null() {
+				r.Reclaim = new(ReclaimRequest)
+				ok = d.object() && d.reclaimRequest(r.Reclaim)
 			}
 		default:
 			ok = false
@@ -511,6 +523,29 @@ func (d *fastDecoder) tokenRequest(t *TokenRequest) bool {
 			return st == memberEnd
 		}
 		if string(key) != "token" || !seen(&mask, 1) || !(d.null() || d.stringTo(&t.Token)) {
+			return false
+		}
+	}
+}
+
+func (d *fastDecoder) reclaimRequest(c *ReclaimRequest) bool {
+	d.i++ // '{'
+	var mask uint32
+	for n := 0; ; n++ {
+		key, st := d.member(n)
+		if st != memberKey {
+			return st == memberEnd
+		}
+		ok := true
+		switch string(key) {
+		case "token":
+			ok = seen(&mask, 1<<0) && (d.null() || d.stringTo(&c.Token))
+		case "secret":
+			ok = seen(&mask, 1<<1) && (d.null() || d.stringTo(&c.Secret))
+		default:
+			ok = false
+		}
+		if !ok {
 			return false
 		}
 	}
@@ -627,7 +662,8 @@ func (d *fastDecoder) socketOptions(o *SocketOptions) bool {
 }
 
 // replyBlock holds a reply and its common results, so that decoding one
-// allocates once for all of them.
+// allocates once for all of them. An upgrade result is allocated on its
+// own: it is rare, and every other reply would pay for the room.
 type replyBlock struct {
 	rep     Reply
 	err     Error
@@ -637,7 +673,7 @@ type replyBlock struct {
 
 // decodeReplyFast decodes a reply if it has a common shape, and returns nil
 // to send the caller to decodeReplyStrict otherwise. A status result always
-// goes to the strict path.
+// goes to the strict path; an upgrade result does not.
 func decodeReplyFast(b []byte) *Reply {
 	if len(b) > MaxMessageSize {
 		return nil
@@ -685,6 +721,12 @@ func decodeReplyFast(b []byte) *Reply {
 			}
 		case "status":
 			ok = seen(&mask, 1<<6) && d.null()
+		case "upgrade":
+			ok = seen(&mask, 1<<8)
+			if ok && !d.null() {
+				r.Upgrade = new(UpgradeResult)
+				ok = d.object() && d.upgradeResult(r.Upgrade)
+			}
 		case "ok":
 			ok = seen(&mask, 1<<7) && (d.null() || d.boolTo(&r.OK))
 		default:
@@ -773,6 +815,35 @@ func (d *fastDecoder) bindResult(b *BindResult) bool {
 			ok = seen(&mask, 1<<3) && (d.null() || d.int64To(&b.ExpiresMS))
 		case "shared":
 			ok = seen(&mask, 1<<4) && (d.null() || d.boolTo(&b.Shared))
+		case "reclaim":
+			ok = seen(&mask, 1<<5) && (d.null() || d.stringTo(&b.Reclaim))
+		default:
+			ok = false
+		}
+		if !ok {
+			return false
+		}
+	}
+}
+
+func (d *fastDecoder) upgradeResult(u *UpgradeResult) bool {
+	d.i++ // '{'
+	var mask uint32
+	for n := 0; ; n++ {
+		key, st := d.member(n)
+		if st != memberKey {
+			return st == memberEnd
+		}
+		ok := true
+		switch string(key) {
+		case "old_pid":
+			ok = seen(&mask, 1<<0) && (d.null() || d.intTo(&u.OldPID))
+		case "new_pid":
+			ok = seen(&mask, 1<<1) && (d.null() || d.intTo(&u.NewPID))
+		case "version":
+			ok = seen(&mask, 1<<2) && (d.null() || d.stringTo(&u.Version))
+		case "took_ms":
+			ok = seen(&mask, 1<<3) && (d.null() || d.int64To(&u.TookMS))
 		default:
 			ok = false
 		}

@@ -50,6 +50,13 @@ func AppendRequest(dst []byte, r *Request) ([]byte, error) {
 	if r.Status != nil {
 		dst = append(dst, `,"status":{}`...)
 	}
+	if c := r.Reclaim; c != nil {
+		dst = append(dst, `,"reclaim":{"token":`...)
+		dst = appendString(dst, c.Token)
+		dst = append(dst, `,"secret":`...)
+		dst = appendString(dst, c.Secret)
+		dst = append(dst, '}')
+	}
 	dst = append(dst, '}')
 	if len(dst)-start > MaxMessageSize {
 		return dst[:start], ErrTooLarge
@@ -182,6 +189,10 @@ func AppendReply(dst []byte, r *Reply) ([]byte, error) {
 		if b.Shared {
 			dst = append(dst, `,"shared":true`...)
 		}
+		if b.Reclaim != "" {
+			dst = append(dst, `,"reclaim":`...)
+			dst = appendString(dst, b.Reclaim)
+		}
 		dst = append(dst, '}')
 	}
 	if r.Status != nil {
@@ -194,6 +205,17 @@ func AppendReply(dst []byte, r *Reply) ([]byte, error) {
 		}
 		dst = append(dst, `,"status":`...)
 		dst = append(dst, s...)
+	}
+	if u := r.Upgrade; u != nil {
+		dst = append(dst, `,"upgrade":{"old_pid":`...)
+		dst = strconv.AppendInt(dst, int64(u.OldPID), 10)
+		dst = append(dst, `,"new_pid":`...)
+		dst = strconv.AppendInt(dst, int64(u.NewPID), 10)
+		dst = append(dst, `,"version":`...)
+		dst = appendString(dst, u.Version)
+		dst = append(dst, `,"took_ms":`...)
+		dst = strconv.AppendInt(dst, u.TookMS, 10)
+		dst = append(dst, '}')
 	}
 	if r.OK {
 		dst = append(dst, `,"ok":true`...)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -128,14 +129,23 @@ func TestDecodeRequestFast(t *testing.T) {
 		{"status with space", `{"v":1,"id":5,"op":"status","status":{ }}`, true},
 		{"status without object", `{"v":1,"id":5,"op":"status"}`, true},
 		{"reload", `{"v":1,"id":6,"op":"reload"}`, true},
+		{"upgrade", `{"v":1,"id":7,"op":"upgrade"}`, true},
+		{"reclaim", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"0123456789abcdef0123456789abcdef","secret":"fedcba9876543210fedcba9876543210"}}`, true},
+		{"reclaim reordered", `{"reclaim":{"secret":"s","token":"t"},"op":"reclaim","id":8,"v":1}`, true},
+		{"reclaim nulls", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":null,"secret":null}}`, true},
+		{"reclaim empty", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"","secret":""}}`, true},
+		{"reclaim secret missing", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"t"}}`, true},
+		{"reclaim object missing", `{"v":1,"id":8,"op":"reclaim"}`, true},
+		{"reclaim object empty", `{"v":1,"id":8,"op":"reclaim","reclaim":{ }}`, true},
+		{"reclaim non-ASCII", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"t","secret":"ü<&>"}}`, true},
 		{"empty object", `{}`, true},
 		{"empty object with space", " {\t}\n", true},
 		{"whitespace everywhere", " \t\r\n{ \"v\" : 1 ,\n\"id\"\t:\r9 , \"op\":\"connect\" ,\"connect\" : { \"network\" : \"tcp\" , \"address\" : \"a:1\" } } \n", true},
 		{"fields reordered", `{"connect":{"address":"a:1","network":"tcp"},"op":"connect","id":9,"v":1}`, true},
-		{"every op parameter at once", `{"v":1,"id":1,"op":"hello",` + connect + `,"hello":{"app":"x"},"bind":{"network":"tcp","address":":1"},"token":{"token":"t"},"status":{}}`, true},
-		{"nulls", `{"v":null,"id":null,"op":null,"connect":null,"hello":null,"bind":null,"token":null,"status":null}`, true},
+		{"every op parameter at once", `{"v":1,"id":1,"op":"hello",` + connect + `,"hello":{"app":"x"},"bind":{"network":"tcp","address":":1"},"token":{"token":"t"},"status":{},"reclaim":{"token":"t","secret":"s"}}`, true},
+		{"nulls", `{"v":null,"id":null,"op":null,"connect":null,"hello":null,"bind":null,"token":null,"status":null,"reclaim":null}`, true},
 		{"null inside", `{"v":1,"id":1,"op":"connect","connect":{"network":null,"address":null,"timeout_ms":null}}`, true},
-		{"empty nested objects", `{"v":1,"id":1,"op":"bind","connect":{},"hello":{},"bind":{},"token":{}}`, true},
+		{"empty nested objects", `{"v":1,"id":1,"op":"bind","connect":{},"hello":{},"bind":{},"token":{},"reclaim":{}}`, true},
 		{"unknown op", `{"v":1,"id":1,"op":"dance"}`, true},
 		{"unknown network", `{"v":1,"id":1,"op":"connect","connect":{"network":"sctp","address":"a:1"}}`, true},
 		{"wrong version", `{"v":2,"id":9,"op":"connect",` + connect + `}`, true},
@@ -164,6 +174,18 @@ func TestDecodeRequestFast(t *testing.T) {
 		{"unknown nested key", `{"v":1,"id":9,"op":"connect","connect":{"network":"tcp","address":"a:1","port":1}}`, false},
 		{"key of another message", `{"v":1,"id":9,"op":"reload","ok":true}`, false},
 		{"non-empty status", `{"v":1,"id":5,"op":"status","status":{"sockets":[]}}`, false},
+		{"upgrade with an object", `{"v":1,"id":7,"op":"upgrade","upgrade":{}}`, false},
+		{"upgrade with a result", `{"v":1,"id":7,"op":"upgrade","upgrade":{"old_pid":1,"new_pid":2,"version":"v","took_ms":3}}`, false},
+		{"unknown reclaim member", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"t","secret":"s","fds":1}}`, false},
+		{"reclaim member of another object", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"t","secret":"s","network":"tcp"}}`, false},
+		{"reclaim secret upper case key", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"t","Secret":"s"}}`, false},
+		{"duplicate reclaim secret", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"t","secret":"s","secret":"s"}}`, false},
+		{"duplicate reclaim object", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"t","secret":"s"},"reclaim":null}`, false},
+		{"escaped reclaim secret", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"t","secret":"\u0061"}}`, false},
+		{"reclaim secret as number", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"t","secret":1}}`, false},
+		{"reclaim as string", `{"v":1,"id":8,"op":"reclaim","reclaim":"t"}`, false},
+		{"reclaim as array", `{"v":1,"id":8,"op":"reclaim","reclaim":["t","s"]}`, false},
+		{"reclaim unclosed", `{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"t","secret":"s"`, false},
 		{"duplicate key", `{"v":1,"id":1,"id":2,"op":"reload"}`, false},
 		{"duplicate null key", `{"v":1,"id":null,"id":2,"op":"reload"}`, false},
 		{"duplicate nested key", `{"v":1,"id":9,"op":"connect","connect":{"network":"tcp","address":"a:1","address":"b:1"}}`, false},
@@ -280,13 +302,19 @@ func TestDecodeReplyFast(t *testing.T) {
 		{"connected", `{"v":1,"id":3,"fds":1,"connect":{"local":"192.0.2.2:1","remote":"192.0.2.1:2"}}`, true},
 		{"bound", `{"v":1,"id":123456,"fds":1,"bind":{"token":"0123456789abcdef","local":"127.0.0.1:40000","network":"tcp","shared":true}}`, true},
 		{"token only", `{"v":1,"id":1,"bind":{"token":"t","local":"[::]:53","network":"udp","expires_ms":30000}}`, true},
+		{"bound with reclaim secret", `{"v":1,"id":2,"fds":1,"bind":{"token":"0123456789abcdef0123456789abcdef","local":"127.0.0.1:53","network":"udp","reclaim":"fedcba9876543210fedcba9876543210"}}`, true},
+		{"reclaimed", `{"v":1,"id":8,"bind":{"token":"0123456789abcdef0123456789abcdef","local":"127.0.0.1:53","network":"udp","shared":true,"reclaim":"fedcba9876543210fedcba9876543210"}}`, true},
+		{"upgraded", `{"v":1,"id":7,"upgrade":{"old_pid":2134,"new_pid":2201,"version":"v1.4.0 (go1.26)","took_ms":182}}`, true},
+		{"upgrade reordered", `{"upgrade":{"took_ms":0,"version":"","new_pid":-1,"old_pid":9223372036854775807},"id":7,"v":1}`, true},
+		{"upgrade empty", `{"v":1,"id":7,"upgrade":{}}`, true},
+		{"upgrade max took", `{"v":1,"id":7,"upgrade":{"old_pid":1,"new_pid":2,"version":"v","took_ms":-9223372036854775808}}`, true},
 		{"error", `{"v":1,"id":3,"error":{"code":"denied","message":"no","errno":13,"unseen":true}}`, true},
 		{"error with every code", `{"v":1,"id":3,"error":{"code":"bind_failed","message":"in use: \u003cx\u003e"}}`, false},
 		{"unknown code", `{"v":1,"id":3,"error":{"code":"new_code","message":"m"}}`, true},
 		{"ok", `{"v":1,"id":3,"ok":true}`, true},
 		{"ok false", `{"v":1,"id":3,"ok":false}`, true},
-		{"nulls", `{"v":1,"id":null,"fds":null,"error":null,"connect":null,"bind":null,"status":null,"ok":null}`, true},
-		{"nulls inside", `{"v":1,"id":3,"error":{"code":null,"message":null,"errno":null,"unseen":null},"connect":{"local":null,"remote":null},"bind":{"token":null,"local":null,"network":null,"expires_ms":null,"shared":null}}`, true},
+		{"nulls", `{"v":1,"id":null,"fds":null,"error":null,"connect":null,"bind":null,"status":null,"upgrade":null,"ok":null}`, true},
+		{"nulls inside", `{"v":1,"id":3,"error":{"code":null,"message":null,"errno":null,"unseen":null},"connect":{"local":null,"remote":null},"bind":{"token":null,"local":null,"network":null,"expires_ms":null,"shared":null,"reclaim":null},"upgrade":{"old_pid":null,"new_pid":null,"version":null,"took_ms":null}}`, true},
 		{"too many fds", `{"v":1,"id":3,"fds":17}`, true},
 		{"negative fds", `{"v":1,"id":3,"fds":-1}`, true},
 		{"wrong version", `{"v":2,"id":3}`, true},
@@ -301,6 +329,18 @@ func TestDecodeReplyFast(t *testing.T) {
 		{"unknown result field", `{"v":1,"id":3,"connect":{"local":"a","remote":"b","fd":3}}`, false},
 		{"duplicate", `{"v":1,"id":3,"ok":true,"ok":true}`, false},
 		{"duplicate nested", `{"v":1,"id":3,"bind":{"token":"a","token":"b"}}`, false},
+		{"duplicate reclaim secret", `{"v":1,"id":3,"bind":{"token":"a","reclaim":"b","reclaim":"c"}}`, false},
+		{"duplicate upgrade", `{"v":1,"id":3,"upgrade":{},"upgrade":{}}`, false},
+		{"duplicate upgrade member", `{"v":1,"id":3,"upgrade":{"new_pid":1,"new_pid":1}}`, false},
+		{"unknown upgrade member", `{"v":1,"id":3,"upgrade":{"old_pid":1,"new_pid":2,"version":"v","took_ms":3,"pid":4}}`, false},
+		{"upgrade member of another object", `{"v":1,"id":3,"upgrade":{"old_pid":1,"token":"t"}}`, false},
+		{"request member in a reply", `{"v":1,"id":3,"reclaim":{"token":"t","secret":"s"}}`, false},
+		{"escaped version", `{"v":1,"id":3,"upgrade":{"version":"v1\u002e4"}}`, false},
+		{"took_ms float", `{"v":1,"id":3,"upgrade":{"took_ms":1.5}}`, false},
+		{"took_ms overflows", `{"v":1,"id":3,"upgrade":{"took_ms":9223372036854775808}}`, false},
+		{"pid as string", `{"v":1,"id":3,"upgrade":{"old_pid":"1"}}`, false},
+		{"reclaim secret as bool", `{"v":1,"id":3,"bind":{"token":"a","reclaim":true}}`, false},
+		{"upgrade as array", `{"v":1,"id":3,"upgrade":[]}`, false},
 		{"wrong type", `{"v":1,"id":3,"fds":"1"}`, false},
 		{"fds float", `{"v":1,"id":3,"fds":1.0}`, false},
 		{"ok as number", `{"v":1,"id":3,"ok":1}`, false},
@@ -343,7 +383,11 @@ func TestEncodeFast(t *testing.T) {
 		{"bind", &Request{V: 1, Op: OpBind, Bind: &BindRequest{Network: "udp", Address: ":53", Share: "any", Name: "n", TokenOnly: true, Options: every}}},
 		{"bind empty options", &Request{V: 1, Op: OpBind, Bind: &BindRequest{Options: &SocketOptions{}}}},
 		{"token and status", &Request{V: 1, Op: OpRelease, Token: &TokenRequest{Token: "t"}, Status: &StatusRequest{}}},
-		{"every parameter", &Request{Connect: &ConnectRequest{}, Hello: &HelloRequest{}, Bind: &BindRequest{}, Token: &TokenRequest{}, Status: &StatusRequest{}}},
+		{"upgrade", &Request{V: 1, ID: 7, Op: OpUpgrade}},
+		{"reclaim", &Request{V: 1, ID: 8, Op: OpReclaim, Reclaim: &ReclaimRequest{Token: "0123456789abcdef0123456789abcdef", Secret: "fedcba9876543210fedcba9876543210"}}},
+		{"reclaim empty", &Request{V: 1, Op: OpReclaim, Reclaim: &ReclaimRequest{}}},
+		{"reclaim escapes", &Request{V: 1, Op: OpReclaim, Reclaim: &ReclaimRequest{Token: "<\\\"\n>", Secret: "\u2028\xff&"}}},
+		{"every parameter", &Request{Connect: &ConnectRequest{}, Hello: &HelloRequest{}, Bind: &BindRequest{}, Token: &TokenRequest{}, Status: &StatusRequest{}, Reclaim: &ReclaimRequest{}}},
 		{"escapes", &Request{Op: "\"\\/<>&\b\f\n\r\t\x00\x01\x1f\x7f \u2028\u2029\ufffd é😀"}},
 		{"invalid UTF-8", &Request{Op: "a\xffb\xc0\xafc\xed\xa0\x80d\xe2\x82"}},
 		{"invalid UTF-8 at the end", &Request{Op: "a\xe2\x82"}},
@@ -354,12 +398,17 @@ func TestEncodeFast(t *testing.T) {
 		{"error cut with invalid UTF-8", &Reply{V: 1, Error: &Error{Message: strings.Repeat("\xff", 2*MaxErrorMessage)}}},
 		{"connect reply", &Reply{V: 1, ID: 3, FDs: 1, Connect: &ConnectResult{Local: "a", Remote: "b"}}},
 		{"bind reply", &Reply{V: 1, ID: 3, FDs: -1, Bind: &BindResult{Token: "t", Local: "l", Network: "tcp", ExpiresMS: 5, Shared: true}}},
+		{"bind reply with reclaim secret", &Reply{V: 1, ID: 3, FDs: 1, Bind: &BindResult{Token: "t", Local: "l", Network: "udp", Reclaim: "fedcba9876543210fedcba9876543210"}}},
+		{"reclaim reply", &Reply{V: 1, ID: 8, Bind: &BindResult{Token: "t", Local: "l", Network: "tcp", Shared: true, Reclaim: "<&>\u2028"}}},
+		{"upgrade reply", &Reply{V: 1, ID: 7, Upgrade: &UpgradeResult{OldPID: 2134, NewPID: 2201, Version: "v1.4.0 <dev>", TookMS: 182}}},
+		{"upgrade reply extremes", &Reply{V: 1, ID: 7, Upgrade: &UpgradeResult{OldPID: math.MinInt, NewPID: math.MaxInt, Version: "\xff\x00", TookMS: -1 << 63}}},
+		{"empty upgrade reply", &Reply{Upgrade: &UpgradeResult{}}},
 		{"status reply", &Reply{V: 1, ID: 3, OK: true, Status: &StatusResult{
 			Sockets:   []SocketStatus{{Network: "tcp", Local: "<a>", Refs: 1, Holders: []HolderStatus{{Share: "any", App: "&"}}}},
 			Truncated: true, Total: 3, Daemon: &DaemonStats{PID: 1},
 		}}},
 		{"empty status reply", &Reply{Status: &StatusResult{}}},
-		{"everything", &Reply{V: 1, ID: 1, FDs: 2, Error: &Error{}, Connect: &ConnectResult{}, Bind: &BindResult{}, Status: &StatusResult{}, OK: true}},
+		{"everything", &Reply{V: 1, ID: 1, FDs: 2, Error: &Error{}, Connect: &ConnectResult{}, Bind: &BindResult{}, Status: &StatusResult{}, Upgrade: &UpgradeResult{}, OK: true}},
 		{"other value", map[string]int{"a": 1}},
 	}
 	for _, tt := range tests {
@@ -400,6 +449,11 @@ func FuzzDecodeRequestFast(f *testing.F) {
 		`{"v":1,"id":2,"op":"bind","bind":{"network":"tcp","address":":443","options":{"reuseaddr":false,"reuseport":true,"v6only":null,"freebind":true,"transparent":false,"rcvbuf":65536,"sndbuf":0,"bind_to_device":"eth0","pmtud_off":true,"fastopen":16,"defer_accept":-1,"backlog":4096,"listen":false}}}`,
 		`{"v":1,"id":3,"op":"pickup","token":{"token":"0123456789abcdef"}}`,
 		`{"v":1,"id":5,"op":"status","status":{ }}`,
+		`{"v":1,"id":7,"op":"upgrade"}`,
+		`{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"0123456789abcdef0123456789abcdef","secret":"fedcba9876543210fedcba9876543210"}}`,
+		`{"v":1,"id":8,"op":"reclaim","reclaim":{"token":null,"secret":""}}`,
+		`{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"t","secret":"s","secret":"s"}}`,
+		`{"v":1,"id":7,"op":"upgrade","upgrade":{}}`,
 		` {"v" : -0 , "id":18446744073709551615,"op":null,"connect":null} `,
 		`{"v":1,"id":9,"op":"connect","connect":{"network":"tcp","address":"a:1","timeout_ms":-9223372036854775808}}`,
 		`{"v":1,"id":18446744073709551616,"op":"reload"}`,
@@ -427,6 +481,9 @@ func FuzzDecodeReplyFast(f *testing.F) {
 		`{"v":1,"id":123456,"fds":1,"bind":{"token":"0123456789abcdef","local":"127.0.0.1:40000","network":"tcp","expires_ms":30000,"shared":true}}`,
 		`{"v":1,"id":3,"error":{"code":"denied","message":"no","errno":13,"unseen":true}}`,
 		`{"v":1,"id":3,"ok":true,"status":null}`,
+		`{"v":1,"id":2,"fds":1,"bind":{"token":"0123456789abcdef0123456789abcdef","local":"127.0.0.1:53","network":"udp","reclaim":"fedcba9876543210fedcba9876543210"}}`,
+		`{"v":1,"id":7,"upgrade":{"old_pid":2134,"new_pid":2201,"version":"v1.4.0","took_ms":182}}`,
+		`{"v":1,"id":7,"upgrade":{"old_pid":null,"new_pid":-1,"version":"\u00fc","took_ms":1e3}}`,
 		`{"v":1,"id":3,"fds":17}`,
 		`{"v":1,"id":3,"fds":-9223372036854775808}`,
 		`{"v":1,"id":3,"status":{"sockets":[],"total":1}}`,
@@ -449,6 +506,9 @@ func FuzzAppendRequest(f *testing.F) {
 	f.Add(uint32(1), 1, uint64(9), int64(5000), "connect", "tcp", "example.net:443", "")
 	f.Add(uint32(0xffffffff), -1, uint64(1<<64-1), int64(-1<<63), "bind", "udp6", "[::]:53", "dns")
 	f.Add(uint32(0x7c), 1, uint64(2), int64(1), "bind", "tcp", "<&>", "\u2028\xff\x00\x7f")
+	f.Add(uint32(1<<23), 1, uint64(8), int64(0), "reclaim", "", "fedcba9876543210fedcba9876543210", "0123456789abcdef0123456789abcdef")
+	f.Add(uint32(1<<23), 1, uint64(8), int64(0), "reclaim", "", "", "")
+	f.Add(uint32(0), 1, uint64(7), int64(0), "upgrade", "", "", "")
 	f.Fuzz(func(t *testing.T, sel uint32, v int, id uint64, n int64, s1, s2, s3, s4 string) {
 		r := buildRequest(sel, v, id, n, s1, s2, s3, s4)
 		agreeEncode(t, r)
@@ -504,6 +564,9 @@ func buildRequest(sel uint32, v int, id uint64, n int64, s1, s2, s3, s4 string) 
 	if bit(22) {
 		r.Status = &StatusRequest{}
 	}
+	if bit(23) {
+		r.Reclaim = &ReclaimRequest{Token: s4, Secret: s3}
+	}
 	return r
 }
 
@@ -515,6 +578,8 @@ func FuzzAppendReply(f *testing.F) {
 	f.Add(uint32(1), 1, uint64(3), 111, int64(0), uint16(1), "connect_failed", "connection refused", "", "")
 	f.Add(uint32(0xffffffff), -1, uint64(1<<64-1), -1, int64(-1<<63), uint16(400), "x", "ab\xe2\x82", "<&>", "\u2029")
 	f.Add(uint32(0x3e), 1, uint64(7), 1, int64(30000), uint16(0), "tok", "127.0.0.1:1", "tcp", "")
+	f.Add(uint32(1<<5|1<<2|1<<12), 1, uint64(2), 1, int64(0), uint16(0), "tok", "127.0.0.1:53", "udp", "fedcba9876543210fedcba9876543210")
+	f.Add(uint32(1<<11), 1, uint64(7), 2134, int64(182), uint16(0), "", "", "", "v1.4.0 <dev>")
 	f.Fuzz(func(t *testing.T, sel uint32, v int, id uint64, k int, n int64, reps uint16, s1, s2, s3, s4 string) {
 		bit := func(i uint) bool { return sel&(1<<i) != 0 }
 		r := &Reply{V: v, ID: id, OK: bit(1)}
@@ -533,6 +598,12 @@ func FuzzAppendReply(f *testing.F) {
 		}
 		if bit(5) {
 			r.Bind = &BindResult{Token: s1, Local: s2, Network: s3, ExpiresMS: n, Shared: bit(6)}
+			if bit(12) {
+				r.Bind.Reclaim = s4
+			}
+		}
+		if bit(11) {
+			r.Upgrade = &UpgradeResult{OldPID: k, NewPID: v, Version: s4, TookMS: n}
 		}
 		if bit(7) {
 			r.Status = &StatusResult{Truncated: bit(8), Total: k}

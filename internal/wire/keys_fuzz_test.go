@@ -26,6 +26,8 @@ func FuzzCheckKeys(f *testing.F) {
 		`{"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":{"i":{"id":1,"id":1}}}}}}}}}}`,
 		"{\"to\u212aen\":\"x\"}",
 		"{\"\u017ftatus\":{}}",
+		`{"op":"reclaim","reclaim":{"token":"t","secret":"s","secret":"s"}}`,
+		`{"upgrade":{"old_pid":1,"new_pid":2,"version":"v","took_ms":3},"bind":{"reclaim":"s"}}`,
 		`"id"`,
 		`{}`,
 	} {

@@ -21,6 +21,10 @@ func TestDecodeRequestExactKeys(t *testing.T) {
 		{"duplicate nested address", `{"v":1,"id":1,"op":"connect","connect":{"network":"tcp","address":"a:1","address":"b:1"}}`, false},
 		{"escaped key", `{"\u0076":1,"id":1,"op":"status"}`, false},
 		{"same key in different objects", `{"v":1,"id":1,"op":"bind","bind":{"network":"tcp","address":":1","name":"n","options":{"listen":true}}}`, true},
+		{"reclaim", `{"v":1,"id":1,"op":"reclaim","reclaim":{"token":"t","secret":"s"}}`, true},
+		{"reclaim secret in upper case", `{"v":1,"id":1,"op":"reclaim","reclaim":{"token":"t","SECRET":"s"}}`, false},
+		{"reclaim secret twice", `{"v":1,"id":1,"op":"reclaim","reclaim":{"token":"t","secret":"s","secret":"s"}}`, false},
+		{"reclaim in Kelvin sign", "{\"v\":1,\"id\":1,\"op\":\"reclaim\",\"reclaim\":{\"to\u212aen\":\"t\",\"secret\":\"s\"}}", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

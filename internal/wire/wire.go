@@ -53,6 +53,16 @@ const (
 	OpStatus Op = "status"
 	// OpReload makes the daemon re-read its configuration (admins only).
 	OpReload Op = "reload"
+	// OpUpgrade makes the daemon replace itself with the executable now
+	// at its own path, handing every socket, reference, token and client
+	// connection over to the new process (admins only). It has no
+	// parameter member; the result is Reply.Upgrade.
+	OpUpgrade Op = "upgrade"
+	// OpReclaim takes back, over a new connection, a reference whose
+	// connection was lost when the daemon restarted with its sockets
+	// kept; the parameters are Request.Reclaim, the result Reply.Bind
+	// without a file descriptor.
+	OpReclaim Op = "reclaim"
 )
 
 // Code is a machine-readable error class carried in a reply.
@@ -93,6 +103,8 @@ type Request struct {
 	Token *TokenRequest `json:"token,omitempty"`
 	// Status holds the parameters of an OpStatus request.
 	Status *StatusRequest `json:"status,omitempty"`
+	// Reclaim holds the parameters of an OpReclaim request.
+	Reclaim *ReclaimRequest `json:"reclaim,omitempty"`
 }
 
 // HelloRequest names the client application. The name is the default share
@@ -167,6 +179,16 @@ type TokenRequest struct {
 // StatusRequest asks for the held sockets the caller may see.
 type StatusRequest struct{}
 
+// ReclaimRequest names a reference orphaned by a daemon restart and proves
+// its holder's claim to it. Both members are required.
+type ReclaimRequest struct {
+	// Token is the reference's token, from its bind or pickup result.
+	Token string `json:"token"`
+	// Secret is the reference's reclaim secret (BindResult.Reclaim) from
+	// that same result.
+	Secret string `json:"secret"`
+}
+
 // ConnectRequest asks the daemon to resolve and connect, and hand over the
 // connected socket.
 type ConnectRequest struct {
@@ -196,11 +218,15 @@ type Reply struct {
 	// Connect is the result of a successful OpConnect; the socket is the
 	// single file descriptor of the packet.
 	Connect *ConnectResult `json:"connect,omitempty"`
-	// Bind is the result of a successful OpBind or OpPickup; unless the
-	// request was token-only, the socket is the packet's single fd.
+	// Bind is the result of a successful OpBind, OpPickup or OpReclaim;
+	// for a bind that was not token-only and for a pickup, the socket is
+	// the packet's single fd; a token-only bind and a reclaim carry none.
 	Bind *BindResult `json:"bind,omitempty"`
 	// Status is the result of OpStatus.
 	Status *StatusResult `json:"status,omitempty"`
+	// Upgrade is the result of a successful OpUpgrade, sent by the new
+	// daemon.
+	Upgrade *UpgradeResult `json:"upgrade,omitempty"`
 	// OK is true in the reply to a successful OpHello or OpRelease.
 	OK bool `json:"ok,omitempty"`
 }
@@ -220,6 +246,27 @@ type BindResult struct {
 	ExpiresMS int64 `json:"expires_ms,omitempty"`
 	// Shared is true when the socket already existed and is now shared.
 	Shared bool `json:"shared,omitempty"`
+	// Reclaim is the reference's reclaim secret, 128 bits as 32
+	// lowercase hexadecimal digits: with Token, what OpReclaim needs to
+	// take the reference back after a daemon restart. It is present in
+	// the results that make the caller a reference's holder (a bind that
+	// delivered the socket, a pickup, a reclaim), not for a token-only
+	// bind; it is shown only to the holder, in that result, never in
+	// status.
+	Reclaim string `json:"reclaim,omitempty"`
+}
+
+// UpgradeResult describes a completed live upgrade.
+type UpgradeResult struct {
+	// OldPID is the process ID of the daemon that was replaced.
+	OldPID int `json:"old_pid"`
+	// NewPID is the process ID of the daemon now serving.
+	NewPID int `json:"new_pid"`
+	// Version is the new daemon's version string.
+	Version string `json:"version"`
+	// TookMS is how long the upgrade took, in milliseconds, from the
+	// request's arrival at the old daemon to the new one being ready.
+	TookMS int64 `json:"took_ms"`
 }
 
 // StatusResult lists held sockets.
@@ -393,7 +440,12 @@ func checkRequest(req *Request) error {
 			return Errorf(CodeInvalidRequest, `op %q needs a "token" object`, req.Op)
 		}
 		return required(req.Op, "token", "token", req.Token.Token)
-	case OpStatus, OpReload:
+	case OpReclaim:
+		if req.Reclaim == nil {
+			return Errorf(CodeInvalidRequest, `op "reclaim" needs a "reclaim" object`)
+		}
+		return required(req.Op, "reclaim", "token", req.Reclaim.Token, "secret", req.Reclaim.Secret)
+	case OpStatus, OpReload, OpUpgrade:
 	case "":
 		return Errorf(CodeInvalidRequest, `missing "op"`)
 	default:

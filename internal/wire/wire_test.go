@@ -57,6 +57,11 @@ func TestRequestRoundTrip(t *testing.T) {
 		{"udp6", wantRequest(8, "udp6", "[fe80::1%eth0]:53", 0)},
 		{"non-ASCII", wantRequest(9, "tcp", "bücher.example:80", 0)},
 		{"characters JSON escapes", wantRequest(10, "tcp", "\"\\<>&\u2028\u2029\t\x00:1", 0)},
+		{"upgrade", &wire.Request{V: wire.Version, ID: 11, Op: wire.OpUpgrade}},
+		{"reclaim", &wire.Request{V: wire.Version, ID: 12, Op: wire.OpReclaim, Reclaim: &wire.ReclaimRequest{
+			Token: "0123456789abcdef0123456789abcdef", Secret: "fedcba9876543210fedcba9876543210"}}},
+		{"reclaim with escapes", &wire.Request{V: wire.Version, ID: 13, Op: wire.OpReclaim, Reclaim: &wire.ReclaimRequest{
+			Token: "<tok\"en>", Secret: "s\u2028é"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,6 +90,17 @@ func TestReplyRoundTrip(t *testing.T) {
 		{"most fds", &wire.Reply{V: wire.Version, ID: 4, FDs: wire.MaxFDs}},
 		{"error with errno", &wire.Reply{V: wire.Version, ID: 5, Error: &wire.Error{Code: wire.CodeConnectFailed, Message: "connection refused", Errno: 111}}},
 		{"error without ID", &wire.Reply{V: wire.Version, Error: wire.Errorf(wire.CodeInvalidRequest, "bad %s", "thing")}},
+		{"bound with reclaim secret", &wire.Reply{V: wire.Version, ID: 7, FDs: 1, Bind: &wire.BindResult{
+			Token: "0123456789abcdef0123456789abcdef", Local: "127.0.0.1:53", Network: "udp", Shared: true,
+			Reclaim: "fedcba9876543210fedcba9876543210"}}},
+		{"token only, no reclaim secret", &wire.Reply{V: wire.Version, ID: 8, Bind: &wire.BindResult{
+			Token: "0123456789abcdef0123456789abcdef", Local: "[::]:53", Network: "tcp", ExpiresMS: 30000}}},
+		{"reclaimed, no fd", &wire.Reply{V: wire.Version, ID: 9, Bind: &wire.BindResult{
+			Token: "0123456789abcdef0123456789abcdef", Local: "127.0.0.1:53", Network: "udp",
+			Reclaim: "fedcba9876543210fedcba9876543210"}}},
+		{"upgraded", &wire.Reply{V: wire.Version, ID: 10, Upgrade: &wire.UpgradeResult{
+			OldPID: 2134, NewPID: 2201, Version: "1.4.0 (go1.26.0)", TookMS: 182}}},
+		{"upgraded, zero values", &wire.Reply{V: wire.Version, ID: 11, Upgrade: &wire.UpgradeResult{}}},
 	}
 	for _, code := range []wire.Code{
 		wire.CodeInvalidRequest, wire.CodeUnsupportedVersion, wire.CodeDenied, wire.CodeResolveFailed,
@@ -130,6 +146,20 @@ func TestEncodeWireFormat(t *testing.T) {
 			`{"v":1,"id":7,"error":{"code":"denied","message":"no"}}`},
 		{"error reply with errno", &wire.Reply{V: 1, ID: 7, Error: &wire.Error{Code: wire.CodeConnectFailed, Message: "refused", Errno: 111}},
 			`{"v":1,"id":7,"error":{"code":"connect_failed","message":"refused","errno":111}}`},
+		{"upgrade request", &wire.Request{V: 1, ID: 7, Op: wire.OpUpgrade},
+			`{"v":1,"id":7,"op":"upgrade"}`},
+		{"upgrade reply", &wire.Reply{V: 1, ID: 7, Upgrade: &wire.UpgradeResult{OldPID: 2134, NewPID: 2201, Version: "1.4.0", TookMS: 182}},
+			`{"v":1,"id":7,"upgrade":{"old_pid":2134,"new_pid":2201,"version":"1.4.0","took_ms":182}}`},
+		{"upgrade reply, zero values kept", &wire.Reply{V: 1, ID: 7, Upgrade: &wire.UpgradeResult{}},
+			`{"v":1,"id":7,"upgrade":{"old_pid":0,"new_pid":0,"version":"","took_ms":0}}`},
+		{"reclaim request", &wire.Request{V: 1, ID: 8, Op: wire.OpReclaim, Reclaim: &wire.ReclaimRequest{Token: "0123456789abcdef0123456789abcdef", Secret: "fedcba9876543210fedcba9876543210"}},
+			`{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"0123456789abcdef0123456789abcdef","secret":"fedcba9876543210fedcba9876543210"}}`},
+		{"bind reply with reclaim secret", &wire.Reply{V: 1, ID: 2, FDs: 1, Bind: &wire.BindResult{Token: "26af6c2467817a5b36384a4486525a5a", Local: "127.0.0.1:5353", Network: "udp", Reclaim: "9b1e0c6d2f4a8b7c3e5d1f0a2b4c6d8e"}},
+			`{"v":1,"id":2,"fds":1,"bind":{"token":"26af6c2467817a5b36384a4486525a5a","local":"127.0.0.1:5353","network":"udp","reclaim":"9b1e0c6d2f4a8b7c3e5d1f0a2b4c6d8e"}}`},
+		{"reclaim reply", &wire.Reply{V: 1, ID: 3, Bind: &wire.BindResult{Token: "26af6c2467817a5b36384a4486525a5a", Local: "127.0.0.1:5353", Network: "udp", Reclaim: "9b1e0c6d2f4a8b7c3e5d1f0a2b4c6d8e"}},
+			`{"v":1,"id":3,"bind":{"token":"26af6c2467817a5b36384a4486525a5a","local":"127.0.0.1:5353","network":"udp","reclaim":"9b1e0c6d2f4a8b7c3e5d1f0a2b4c6d8e"}}`},
+		{"bind reply without reclaim secret", &wire.Reply{V: 1, ID: 3, Bind: &wire.BindResult{Token: "t", Local: "l", Network: "tcp", ExpiresMS: 30000}},
+			`{"v":1,"id":3,"bind":{"token":"t","local":"l","network":"tcp","expires_ms":30000}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,6 +195,13 @@ func TestDecodeRequestAccepts(t *testing.T) {
 			wantRequest(1<<64-1, "tcp", "a:1", 0)},
 		{"escaped string", `{"v":1,"id":9,"op":"conn\u0065ct","connect":{"network":"tcp","address":"b\u00fccher.example:80"}}`,
 			wantRequest(9, "tcp", "bücher.example:80", 0)},
+		{"upgrade", `{"v":1,"id":9,"op":"upgrade"}`, &wire.Request{V: 1, ID: 9, Op: wire.OpUpgrade}},
+		{"upgrade with another op's parameters", `{"v":1,"id":9,"op":"upgrade","status":{}}`,
+			&wire.Request{V: 1, ID: 9, Op: wire.OpUpgrade, Status: &wire.StatusRequest{}}},
+		{"reclaim", `{"v":1,"id":9,"op":"reclaim","reclaim":{"token":"0123456789abcdef0123456789abcdef","secret":"fedcba9876543210fedcba9876543210"}}`,
+			&wire.Request{V: 1, ID: 9, Op: wire.OpReclaim, Reclaim: &wire.ReclaimRequest{Token: "0123456789abcdef0123456789abcdef", Secret: "fedcba9876543210fedcba9876543210"}}},
+		{"reclaim escaped", `{"v":1,"id":9,"op":"r\u0065claim","reclaim":{"secret":"\u0066edc","token":"01\u00323"}}`,
+			&wire.Request{V: 1, ID: 9, Op: wire.OpReclaim, Reclaim: &wire.ReclaimRequest{Token: "0123", Secret: "fedc"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -268,6 +305,17 @@ func TestDecodeRequestRejects(t *testing.T) {
 		{"connect null", `{"v":1,"id":9,"op":"connect","connect":null}`, wire.CodeInvalidRequest, 9},
 		{"negative timeout", `{"v":1,"id":9,"op":"connect","connect":{"network":"tcp","address":"a:1","timeout_ms":-1}}`, wire.CodeInvalidRequest, 9},
 		{"most negative timeout", `{"v":1,"id":9,"op":"connect","connect":{"network":"tcp","address":"a:1","timeout_ms":-9223372036854775808}}`, wire.CodeInvalidRequest, 9},
+		{"upgrade with an object", `{"v":1,"id":9,"op":"upgrade","upgrade":{}}`, wire.CodeInvalidRequest, 9},
+		{"upgrade in upper case", `{"v":1,"id":9,"op":"UPGRADE"}`, wire.CodeInvalidRequest, 9},
+		{"upgrade wrong version", `{"v":2,"id":9,"op":"upgrade"}`, wire.CodeUnsupportedVersion, 9},
+		{"reclaim missing", `{"v":1,"id":9,"op":"reclaim"}`, wire.CodeInvalidRequest, 9},
+		{"reclaim null", `{"v":1,"id":9,"op":"reclaim","reclaim":null}`, wire.CodeInvalidRequest, 9},
+		{"reclaim with a token object", `{"v":1,"id":9,"op":"reclaim","token":{"token":"0123456789abcdef0123456789abcdef"}}`, wire.CodeInvalidRequest, 9},
+		{"reclaim secret missing", `{"v":1,"id":9,"op":"reclaim","reclaim":{"token":"0123456789abcdef0123456789abcdef"}}`, wire.CodeInvalidRequest, 9},
+		{"reclaim token empty", `{"v":1,"id":9,"op":"reclaim","reclaim":{"token":"","secret":"fedcba9876543210fedcba9876543210"}}`, wire.CodeInvalidRequest, 9},
+		{"reclaim secret as number", `{"v":1,"id":9,"op":"reclaim","reclaim":{"token":"t","secret":123}}`, wire.CodeInvalidRequest, 9},
+		{"reclaim unknown member", `{"v":1,"id":9,"op":"reclaim","reclaim":{"token":"t","secret":"s","uid":0}}`, wire.CodeInvalidRequest, 9},
+		{"reclaim duplicate secret", `{"v":1,"id":9,"op":"reclaim","reclaim":{"token":"t","secret":"s","secret":"s"}}`, wire.CodeInvalidRequest, 9},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -323,6 +371,12 @@ func TestDecodeReply(t *testing.T) {
 		{"zero fds", `{"v":1,"id":3,"fds":0}`, &wire.Reply{V: 1, ID: 3}, false},
 		{"max fds", `{"v":1,"id":3,"fds":16}`, &wire.Reply{V: 1, ID: 3, FDs: 16}, false},
 		{"trailing JSON whitespace", "{\"v\":1,\"id\":3} \r\n\t", &wire.Reply{V: 1, ID: 3}, false},
+		{"upgraded", `{"v":1,"id":3,"upgrade":{"old_pid":2134,"new_pid":2201,"version":"1.4.0","took_ms":182}}`,
+			&wire.Reply{V: 1, ID: 3, Upgrade: &wire.UpgradeResult{OldPID: 2134, NewPID: 2201, Version: "1.4.0", TookMS: 182}}, false},
+		{"upgraded, escaped version", `{"v":1,"id":3,"upgrade":{"old_pid":1,"new_pid":2,"version":"1.4.0 \u003cdev\u003e","took_ms":0}}`,
+			&wire.Reply{V: 1, ID: 3, Upgrade: &wire.UpgradeResult{OldPID: 1, NewPID: 2, Version: "1.4.0 <dev>"}}, false},
+		{"reclaimed", `{"v":1,"id":3,"bind":{"token":"t","local":"127.0.0.1:53","network":"udp","reclaim":"fedcba9876543210fedcba9876543210"}}`,
+			&wire.Reply{V: 1, ID: 3, Bind: &wire.BindResult{Token: "t", Local: "127.0.0.1:53", Network: "udp", Reclaim: "fedcba9876543210fedcba9876543210"}}, false},
 
 		{"too many fds", `{"v":1,"id":3,"fds":17}`, nil, true},
 		{"negative fds", `{"v":1,"id":3,"fds":-1}`, nil, true},
@@ -333,6 +387,9 @@ func TestDecodeReply(t *testing.T) {
 		{"unknown field", `{"v":1,"id":3,"extra":true}`, nil, false},
 		{"unknown error field", `{"v":1,"id":3,"error":{"code":"denied","message":"no","hint":"x"}}`, nil, false},
 		{"unknown result field", `{"v":1,"id":3,"connect":{"local":"a","remote":"b","fd":3}}`, nil, false},
+		{"unknown upgrade field", `{"v":1,"id":3,"upgrade":{"old_pid":1,"new_pid":2,"version":"v","took_ms":3,"pid":4}}`, nil, false},
+		{"upgrade pid as string", `{"v":1,"id":3,"upgrade":{"old_pid":"1"}}`, nil, false},
+		{"reclaim secret as number", `{"v":1,"id":3,"bind":{"token":"t","reclaim":1}}`, nil, false},
 		{"wrong type", `{"v":1,"id":3,"fds":"1"}`, nil, false},
 		{"trailing garbage", `{"v":1,"id":3}x`, nil, false},
 		{"trailing NBSP", "{\"v\":1,\"id\":3}\u00a0", nil, false},
@@ -426,6 +483,11 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"v":"1","id":9}`,
 		`{"V":1,"ID":9,"OP":"connect","CONNECT":{"NETWORK":"tcp","ADDRESS":"a:1"}}`,
 		`{"v":1,"id":9,"op":"connect","connect":{"network":"tcp","address":"\u00fc\ud83d\ude00<>&"}}`,
+		`{"v":1,"id":7,"op":"upgrade"}`,
+		`{"v":1,"id":7,"op":"upgrade","upgrade":{}}`,
+		`{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"0123456789abcdef0123456789abcdef","secret":"fedcba9876543210fedcba9876543210"}}`,
+		`{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"0123456789abcdef0123456789abcdef"}}`,
+		`{"v":1,"id":8,"op":"reclaim","reclaim":{"token":"\u0030","secret":null,"SECRET":"x"}}`,
 		validConnect + "\u00a0",
 		validConnect + validConnect,
 		"{\"v\":1,\"id\":9,\"address\":\"\xff\"}",
@@ -452,6 +514,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		if req.V != wire.Version || req.Op == wire.OpConnect && (req.Connect == nil || req.Connect.TimeoutMS < 0) {
 			t.Fatalf("DecodeRequest(%q) accepted %+v %+v", b, req, req.Connect)
 		}
+		if req.Op == wire.OpReclaim && (req.Reclaim == nil || req.Reclaim.Token == "" || req.Reclaim.Secret == "") {
+			t.Fatalf("DecodeRequest(%q) accepted %+v %+v", b, req, req.Reclaim)
+		}
 		enc, err := wire.Encode(req)
 		if errors.Is(err, wire.ErrTooLarge) {
 			return // escaping can grow a message near the limit
@@ -475,6 +540,9 @@ func FuzzDecodeReply(f *testing.F) {
 		`{"v":1,"id":3,"error":{"code":"denied","message":"no","errno":13}}`,
 		`{"v":1,"id":3,"fds":17}`,
 		`{"v":1,"id":3,"fds":-1}`,
+		`{"v":1,"id":7,"upgrade":{"old_pid":2134,"new_pid":2201,"version":"1.4.0","took_ms":182}}`,
+		`{"v":1,"id":2,"fds":1,"bind":{"token":"t","local":"127.0.0.1:53","network":"udp","reclaim":"fedcba9876543210fedcba9876543210"}}`,
+		`{"v":1,"id":3,"bind":{"token":"t","local":"127.0.0.1:53","network":"udp","reclaim":"s"},"upgrade":null}`,
 		`{"v":2,"id":3}`,
 		`{"v":1,"id":3}{"v":1,"id":4}`,
 		`null`,
