@@ -9,23 +9,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/sockfactory/sockfactory/internal/clearwater"
 	"github.com/sockfactory/sockfactory/internal/config"
-	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/daemon"
 	"github.com/sockfactory/sockfactory/internal/logbuf"
 	"github.com/sockfactory/sockfactory/internal/paths"
 	"github.com/sockfactory/sockfactory/internal/privdrop"
-	"github.com/sockfactory/sockfactory/internal/registry"
-	"github.com/sockfactory/sockfactory/internal/server"
 	"github.com/sockfactory/sockfactory/internal/version"
 )
 
@@ -190,7 +184,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// Catch signals before any socket exists: a SIGTERM that arrives
 	// while starting must still end in a clean exit that removes them.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	cfg, err := f.load()
 	if err != nil {
@@ -209,210 +203,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	wasInherited := lns != nil
-	if lns == nil {
-		if lns, err = openListeners(cfg); err != nil {
+	var doors *daemon.FrontDoors
+	if lns != nil {
+		doors = &daemon.FrontDoors{Native: lns[0], Clearwater: lns[1:]}
+	} else if cfg.User != "" && os.Geteuid() == 0 && !daemon.Upgrading() {
+		if doors, err = daemon.OpenFrontDoors(cfg); err != nil {
 			log.Error("cannot start", "err", err)
 			return 1
 		}
-	}
-	if cfg.User != "" && os.Geteuid() == 0 && !wasInherited {
-		return dropPrivileges(log, cfg, lns)
+		return dropPrivileges(log, cfg, doors.All())
 	}
 	raiseNoFile(log)
 	reportCaps(log, cfg)
-	d := start(log, cfg, f, lns)
-	lw.Flush() // the start-up lines are not held back with the audit lines
-
-	for {
-		select {
-		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				d.reload()
-				continue
-			}
-			log.Info("shutting down", "signal", sig.String())
-			d.close()
-			return 0
-		case err := <-d.failed:
-			log.Error("listener failed; shutting down", "err", err)
-			d.close()
-			return 1
-		}
-	}
-}
-
-// daemon is the running set of front doors.
-type daemon struct {
-	log    *slog.Logger
-	cfg    *config.Config
-	srv    *server.Server
-	cw     []*clearwater.Listener
-	flags  *flags
-	failed chan error
-
-	reloadMu sync.Mutex
-}
-
-// openListeners opens the native listener and every Clearwater one, all or
-// none.
-func openListeners(cfg *config.Config) ([]*net.UnixListener, error) {
-	var opened []*net.UnixListener
-	fail := func(err error) ([]*net.UnixListener, error) {
-		for _, l := range opened {
-			l.Close()
-		}
-		return nil, err
-	}
-	ln, err := server.Listen("unixpacket", cfg.Socket, cfg.SocketMode, cfg.SocketGID)
-	if err != nil {
-		return fail(err)
-	}
-	opened = append(opened, ln)
-	for _, c := range cfg.Clearwater {
-		l, err := server.Listen("unix", c.Socket, c.SocketMode, c.SocketGID)
-		if err != nil {
-			return fail(fmt.Errorf("clearwater listener: %w", err))
-		}
-		opened = append(opened, l)
-	}
-	return opened, nil
-}
-
-// start serves the listeners: lns[0] the native one, then the Clearwater
-// ones in configuration order.
-func start(log *slog.Logger, cfg *config.Config, f *flags, lns []*net.UnixListener) *daemon {
-	conn := &connector.Connector{Resolver: connector.NewResolver(cfg.ResolverServers), MinAttempt: cfg.MinAttempt}
-	ln, cwLns := lns[0], lns[1:]
-	d := &daemon{log: log, cfg: cfg, flags: f, failed: make(chan error, len(lns))}
-	d.srv = server.New(server.Options{
-		Logger:         log,
-		Policy:         cfg.Policy,
-		Connector:      conn,
-		ConnectTimeout: cfg.ConnectTimeout,
-		MaxInFlight:    cfg.MaxInFlight,
-		TokenTTL:       cfg.TokenTTL,
-		Reload:         d.reload,
-		Limits:         serverLimits(cfg),
+	return daemon.Run(daemon.Options{
+		Config:    cfg,
+		Load:      f.load,
+		Logger:    log,
+		Flush:     func() { lw.Flush() },
+		Doors:     doors,
+		Inherited: lns != nil,
+		Signals:   sigs,
 	})
-	d.serve(func() error { return d.srv.Serve(ln) }, server.ErrServerClosed)
-	log.Info("listening", "socket", cfg.Socket, "mode", fmt.Sprintf("%04o", cfg.SocketMode), "config", cfg.Source, "rules", len(cfg.Policy.Rules), "version", version.Version, "pid", os.Getpid())
-	for i, c := range cfg.Clearwater {
-		l := clearwater.New(clearwater.Options{
-			Name:           c.Socket,
-			Allowed:        clearwater.AllowList{Hosts: c.AllowedHosts, Dirs: c.AllowedHostsDirs},
-			IPv6:           c.IPv6,
-			ConnectTimeout: c.ConnectTimeout,
-			ReadTimeout:    c.ReadTimeout,
-			UIDs:           c.UIDs,
-			GIDs:           c.GIDs,
-			Deny:           cfg.Policy.Deny,
-			MaxConns:       cfg.Limits.Connections,
-			MaxConnsPerUID: cfg.Limits.ConnectionsPerUID,
-			Logger:         log,
-			Connector:      conn,
-		})
-		d.cw = append(d.cw, l)
-		lnI := cwLns[i]
-		d.serve(func() error { return l.Serve(lnI) }, clearwater.ErrClosed)
-		log.Info("listening (clearwater)", "socket", c.Socket, "mode", fmt.Sprintf("%04o", c.SocketMode), "allowed_hosts", len(c.AllowedHosts), "allowed_hosts_dirs", c.AllowedHostsDirs, "ipv6", c.IPv6)
-	}
-	return d
-}
-
-// serve runs one accept loop; an unexpected end is reported on d.failed.
-func (d *daemon) serve(loop func() error, closed error) {
-	go func() {
-		if err := loop(); !errors.Is(err, closed) {
-			d.failed <- err
-		}
-	}()
-}
-
-func (d *daemon) close() {
-	d.srv.Close()
-	for _, l := range d.cw {
-		l.Close()
-	}
-}
-
-// reload re-reads the configuration on SIGHUP: the native policy is
-// replaced and every Clearwater listener re-reads its allow-list sources. A
-// broken file is logged and everything running kept. Changes to sockets,
-// listeners, timeouts and logging take effect only on restart.
-func (d *daemon) reload() error {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	c, err := d.flags.load()
-	if err != nil {
-		d.log.Error("reload failed; keeping the running configuration", "err", err)
-		for _, l := range d.cw {
-			l.Reload()
-		}
-		return err
-	}
-	d.srv.SetPolicy(c.Policy)
-	d.srv.SetLimits(serverLimits(c))
-	for i, l := range d.cw {
-		old := d.cfg.Clearwater[i]
-		for _, nc := range c.Clearwater {
-			if nc.Socket == old.Socket {
-				l.Update(clearwater.AllowList{Hosts: nc.AllowedHosts, Dirs: nc.AllowedHostsDirs}, nc.UIDs, nc.GIDs, c.Policy.Deny, c.Limits.Connections, c.Limits.ConnectionsPerUID)
-			}
-		}
-		n := l.Reload()
-		d.log.Info("reloaded allowed hosts", "socket", old.Socket, "entries", n)
-	}
-	if diff := restartNeeded(d.cfg, c); len(diff) > 0 {
-		d.log.Warn("reload: some changed settings take effect only on restart", "settings", diff)
-	}
-	d.log.Info("reloaded", "config", c.Source, "rules", len(c.Policy.Rules))
-	return nil
-}
-
-// serverLimits are the native server's reloadable limits.
-func serverLimits(c *config.Config) server.Limits {
-	return server.Limits{
-		MaxConns: c.Limits.Connections, MaxConnsPerUID: c.Limits.ConnectionsPerUID, IdleTimeout: c.Limits.IdleTimeout,
-		Registry: registry.Limits{
-			Refs: c.Limits.Sockets, RefsPerUID: c.Limits.SocketsPerUID,
-			Pending: c.Limits.Tokens, PendingPerUID: c.Limits.TokensPerUID,
-		},
-	}
-}
-
-// restartNeeded names the settings that differ between the running and the
-// reloaded configuration but that a reload cannot apply.
-func restartNeeded(old, c *config.Config) []string {
-	var out []string
-	check := func(name string, changed bool) {
-		if changed {
-			out = append(out, name)
-		}
-	}
-	check("daemon.socket", old.Socket != c.Socket)
-	check("daemon.socket_mode", old.SocketMode != c.SocketMode)
-	check("daemon.socket_group", old.SocketGID != c.SocketGID)
-	check("daemon.user", old.User != c.User)
-	check("daemon.group", old.GID != c.GID)
-	check("daemon.supplementary_groups", !slices.Equal(old.Groups, c.Groups))
-	check("daemon.log_format", old.LogJSON != c.LogJSON)
-	check("daemon.log_level", old.LogLevel != c.LogLevel)
-	check("daemon.max_in_flight", old.MaxInFlight != c.MaxInFlight)
-	check("connect.timeout", old.ConnectTimeout != c.ConnectTimeout)
-	check("connect.min_attempt", old.MinAttempt != c.MinAttempt)
-	check("resolver.servers", !slices.Equal(old.ResolverServers, c.ResolverServers))
-	check("bind.token_ttl", old.TokenTTL != c.TokenTTL)
-	if len(old.Clearwater) != len(c.Clearwater) {
-		out = append(out, "clearwater listeners (added or removed)")
-		return out
-	}
-	for i, o := range old.Clearwater {
-		n := c.Clearwater[i]
-		check("clearwater "+o.Socket, o.Socket != n.Socket || o.SocketMode != n.SocketMode || o.SocketGID != n.SocketGID ||
-			o.IPv6 != n.IPv6 || o.ConnectTimeout != n.ConnectTimeout || o.ReadTimeout != n.ReadTimeout)
-	}
-	return out
 }
 
 // defaultLogFlush is how long an info or debug line may wait to be written

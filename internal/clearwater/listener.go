@@ -87,6 +87,12 @@ type Listener struct {
 	reloadMu sync.Mutex
 	stamp    string // the allow-list sources when last read; guarded by reloadMu
 
+	// paused is closed to end a pause of the accept loops (Pause); nil
+	// when not paused. handed is set once the listeners are the next
+	// daemon's (Handoff).
+	paused atomic.Pointer[chan struct{}]
+	handed atomic.Bool
+
 	mu     sync.Mutex
 	closed bool
 	lns    map[*net.UnixListener]struct{}
@@ -195,6 +201,15 @@ func (l *Listener) Serve(ln *net.UnixListener) error {
 			if l.ctx.Err() != nil {
 				return ErrClosed
 			}
+			if p := l.paused.Load(); p != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				<-*p
+				if l.handed.Load() {
+					ln.SetUnlinkOnClose(false) // the next daemon serves on it
+					return ErrClosed
+				}
+				ln.SetDeadline(time.Time{})
+				continue
+			}
 			if !errors.Is(err, net.ErrClosed) {
 				// Out of descriptors and the like: back off, never spin.
 				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
@@ -225,6 +240,45 @@ func (l *Listener) Serve(ln *net.UnixListener) error {
 			delete(l.conns, c)
 			l.mu.Unlock()
 		}()
+	}
+}
+
+// Pause stops accepting new connections, for a live upgrade; connections
+// being served go on. Connections that arrive wait in the backlog.
+func (l *Listener) Pause() {
+	ch := make(chan struct{})
+	if !l.paused.CompareAndSwap(nil, &ch) {
+		return
+	}
+	l.mu.Lock()
+	for ln := range l.lns {
+		ln.SetDeadline(time.Now())
+	}
+	l.mu.Unlock()
+}
+
+// Resume ends a pause.
+func (l *Listener) Resume() {
+	if p := l.paused.Swap(nil); p != nil {
+		close(*p)
+	}
+}
+
+// Handoff ends a pause for good: the next daemon accepts on the
+// listeners now. The accept loops end without removing the socket files;
+// Handoff waits, at most until ctx ends, for the connections being served
+// to finish (their requests are answered here), then closes the rest.
+func (l *Listener) Handoff(ctx context.Context) {
+	l.handed.Store(true)
+	if p := l.paused.Swap(nil); p != nil {
+		close(*p)
+	}
+	done := make(chan struct{})
+	go func() { l.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		l.Close()
 	}
 }
 

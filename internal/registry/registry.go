@@ -10,7 +10,9 @@
 package registry
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -295,6 +297,8 @@ type Registry struct {
 	// set, runs between the chunks of an admin's listing, unlocked.
 	visits      uint64
 	statusPause func()
+	// reclaimKey derives every reference's reclaim secret (see secret).
+	reclaimKey [32]byte
 }
 
 // lending is a socket whose descriptor is lent out n times. A socket
@@ -309,6 +313,7 @@ type lending struct {
 // New returns an empty registry whose pending tokens live ttl.
 func New(ttl time.Duration) *Registry {
 	g := &Registry{ttl: ttl, epoch: time.Now(), seed: maphash.MakeSeed(), lent: make(map[*socket]*lending)}
+	rand.Read(g.reclaimKey[:])
 	g.reset()
 	return g
 }
@@ -385,6 +390,9 @@ type Grant struct {
 	Shared bool
 	// Expires is the pending token's expiry.
 	Expires time.Time
+	// Reclaim is a held reference's reclaim secret (32 hex digits),
+	// for its holder only; empty for a pending token.
+	Reclaim string
 }
 
 // conflict returns a reference of s that a request for share mode sh and
@@ -480,6 +488,9 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 	g.countRef(s, 1)
 	g.tokens.insert(ref)
 	grant := &Grant{Token: ref.token.String(), Key: g.key(s), File: dup, Shared: shared, FD: fd}
+	if !r.Pending {
+		grant.Reclaim = g.secret(ref.token).String()
+	}
 	if fd >= 0 {
 		grant.lent = s
 	}
@@ -617,6 +628,19 @@ func (g *Registry) newToken() token {
 			return t
 		}
 	}
+}
+
+// secret is the reclaim secret of the reference t: the first 128 bits
+// of HMAC-SHA256 of t under the registry's reclaim key. Deriving it
+// rather than drawing it keeps a Ref within its size class and costs no
+// read of random bits; the key travels with the State, so that a secret
+// handed out before an upgrade or a crash still works after it.
+func (g *Registry) secret(t token) token {
+	m := hmac.New(sha256.New, g.reclaimKey[:])
+	m.Write(t[:])
+	var sec token
+	copy(sec[:], m.Sum(nil))
+	return sec
 }
 
 func (g *Registry) findToken(t token) *Ref {
@@ -760,7 +784,7 @@ func (g *Registry) pickup(token string, h *Holder, allowed func(Key) bool, lend 
 	g.n.add(uidOf(ref.who), true, -1)
 	g.unlink(ref)
 	g.hold(ref, h)
-	grant := &Grant{Token: token, Key: g.key(s), File: dup, Shared: s.refs.next != nil, FD: fd}
+	grant := &Grant{Token: token, Key: g.key(s), File: dup, Shared: s.refs.next != nil, FD: fd, Reclaim: g.secret(ref.token).String()}
 	if fd >= 0 {
 		grant.lent = s
 	}
@@ -843,10 +867,16 @@ func (g *Registry) drop(ref *Ref) {
 		return
 	}
 	s.idle = g.now()
+	g.lingerLocked(s, s.linger)
+}
+
+// lingerLocked closes s, which has no references, after d unless a new
+// reference comes first.
+func (g *Registry) lingerLocked(s *socket, d time.Duration) {
 	// A timer that fired while Acquire held the lock cannot be stopped:
 	// only the socket's current timer may close it.
 	var t *time.Timer
-	t = time.AfterFunc(s.linger, func() {
+	t = time.AfterFunc(d, func() {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		if g.lingering[s] == t && s.refs == nil && s.idle != 0 {
@@ -912,4 +942,12 @@ func (g *Registry) Counts() (sockets, refs int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.sockets.n, g.tokens.n
+}
+
+// Summary reports the number of cached sockets, of held references and
+// of pending tokens.
+func (g *Registry) Summary() (sockets, held, pending int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sockets.n, g.n.held, g.n.pending
 }

@@ -184,7 +184,7 @@ func (ss *session) bind(r *wire.BindRequest) (*wire.BindResult, handout, string,
 	if err != nil {
 		return nil, handout{}, dec.Rule, registryError(err)
 	}
-	res := &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared}
+	res := &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared, Reclaim: g.Reclaim}
 	if r.TokenOnly {
 		res.ExpiresMS = time.Until(g.Expires).Milliseconds()
 	}
@@ -200,7 +200,7 @@ func (ss *session) pickup(r *wire.TokenRequest) (*wire.BindResult, handout, erro
 	if err != nil {
 		return nil, handout{}, registryError(err)
 	}
-	return &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared}, lent(g), nil
+	return &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared, Reclaim: g.Reclaim}, lent(g), nil
 }
 
 // release serves OpRelease.

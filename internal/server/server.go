@@ -16,6 +16,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -45,6 +46,12 @@ type Options struct {
 	// Reload re-reads the configuration for an admin's reload request;
 	// nil refuses such requests.
 	Reload func() error
+	// Upgrade replaces the daemon for an admin's upgrade request (see
+	// docs/operations.md): it returns only on failure (the old daemon
+	// keeps serving); on success this process hands everything over and
+	// exits, and the next daemon answers the request. Nil refuses such
+	// requests.
+	Upgrade func(ctx context.Context) error
 	// TokenTTL is how long a token-only bind may be picked up; zero
 	// means 30 s.
 	TokenTTL time.Duration
@@ -85,10 +92,22 @@ type Server struct {
 	cancel context.CancelFunc
 
 	mu        sync.Mutex
+	cond      *sync.Cond // on mu: a session or accept loop parked or ended
 	closed    bool
 	listeners map[*net.UnixListener]struct{}
 	sessions  map[*session]struct{}
 	wg        sync.WaitGroup // Serve loops and sessions
+
+	// A live upgrade (handover.go): gate is set while paused;
+	// parkedLoops counts the accept loops waiting it out; imported are
+	// the sessions Import took, for Start; upgraded answers their
+	// pending upgrade request; upgrade runs an admin's upgrade request.
+	gate        atomic.Pointer[pauseGate]
+	parkedLoops int
+	imported    []*session
+	upgraded    *wire.UpgradeResult
+	upgrade     func(ctx context.Context) error
+	upgrades    sync.WaitGroup // upgrade requests being run
 }
 
 // New returns a Server that serves nothing until Serve is called.
@@ -104,7 +123,9 @@ func New(o Options) *Server {
 		reload:       o.Reload,
 		listeners:    make(map[*net.UnixListener]struct{}),
 		sessions:     make(map[*session]struct{}),
+		upgrade:      o.Upgrade,
 	}
+	s.cond = sync.NewCond(&s.mu)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -177,6 +198,12 @@ func (s *Server) Serve(l *net.UnixListener) error {
 			if s.ctx.Err() != nil {
 				return ErrServerClosed
 			}
+			if s.pausing() && errors.Is(err, os.ErrDeadlineExceeded) {
+				if !s.parkedLoop(l) {
+					return ErrServerClosed
+				}
+				continue
+			}
 			if !isTemporary(err) {
 				return err
 			}
@@ -224,16 +251,22 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.upgrades.Wait()
 	s.registry.Close()
 	return nil
 }
 
 func (s *Server) startSession(c *net.UnixConn) {
-	ss := newSession(s, c)
+	s.serveSession(newSession(s, c))
+}
+
+// serveSession serves ss: a new connection, or one Import took.
+func (s *Server) serveSession(ss *session) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		c.Close()
+		ss.c.Close()
+		s.registry.ReleaseHolder(ss.holder)
 		return
 	}
 	s.sessions[ss] = struct{}{}
@@ -244,6 +277,7 @@ func (s *Server) startSession(c *net.UnixConn) {
 		ss.run()
 		s.mu.Lock()
 		delete(s.sessions, ss)
+		s.cond.Broadcast()
 		s.mu.Unlock()
 	}()
 }
@@ -298,3 +332,7 @@ func (s *Server) Sessions() int {
 	defer s.mu.Unlock()
 	return len(s.sessions)
 }
+
+// ServeConn serves one connection as if Serve had accepted it (the
+// daemon's watchdog probes over a socketpair this way). The server owns c.
+func (s *Server) ServeConn(c *net.UnixConn) { s.startSession(c) }

@@ -40,6 +40,19 @@ type session struct {
 
 	mu  sync.Mutex
 	app string // declared with OpHello; the default share name
+
+	// imported is set for a connection handed over by the previous
+	// daemon in a live upgrade: its caller and holder come with it
+	// (see Server.Import), and upgradeReply, when set, is the ID of that
+	// daemon's upgrade request still to be answered, which this daemon
+	// answers first.
+	imported     bool
+	upgradeReply *uint64
+	// parked is true while the session waits in park; guarded by s.mu.
+	parked bool
+	// handedOver is set when the session ended because the next daemon
+	// serves its connection now.
+	handedOver bool
 }
 
 func newSession(s *Server, c *net.UnixConn) *session {
@@ -66,6 +79,12 @@ func (ss *session) run() {
 	defer func() {
 		ss.cancel()
 		ss.wg.Wait()
+		if ss.handedOver {
+			// The next daemon serves the connection and holds its
+			// references: close this process's copy only.
+			ss.c.Close()
+			return
+		}
 		// The connection is the crash signal: whatever it held goes.
 		if n := ss.s.registry.ReleaseHolder(ss.holder); n > 0 && ss.log != nil {
 			ss.log.Info("released references of a closed connection", "refs", n)
@@ -81,6 +100,21 @@ func (ss *session) run() {
 		return
 	}
 	ss.raw = raw
+	if ss.imported {
+		// Identified when the previous daemon accepted it, and counted
+		// against no limit: what was admitted stays admitted.
+		ss.log = ss.s.log.With("uid", ss.caller.UID, "gid", ss.caller.GID, "pid", ss.caller.PID)
+		ss.s.count(ss)
+		defer ss.s.leave(ss)
+		connected = true
+		if id := ss.upgradeReply; id != nil {
+			ss.reply(&wire.Reply{V: wire.Version, ID: *id, Upgrade: ss.s.upgraded}, handout{})
+		}
+		if !ss.readLoop() {
+			<-ss.ended
+		}
+		return
+	}
 	caller, err := peer.Credentials(ss.c)
 	if err != nil {
 		ss.s.log.Error("cannot identify caller; closing connection", "err", err)
@@ -125,7 +159,16 @@ func (ss *session) readLoop() bool {
 		if ss.ctx.Err() != nil { // stop() may have run before the line above
 			return true
 		}
+		if ss.s.pausing() { // Pause may have run before the line above too
+			if ss.park() {
+				continue
+			}
+			return true
+		}
 		bp, n, err := ss.readPacket()
+		if errors.Is(err, os.ErrDeadlineExceeded) && ss.s.pausing() {
+			continue // park at the top
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && ss.ctx.Err() == nil {
 			if len(ss.slots) == 0 && ss.s.registry.Holds(ss.holder) == 0 {
 				ss.log.Info("closing idle connection", "idle", idle)
@@ -143,6 +186,10 @@ func (ss *session) readLoop() bool {
 		bufPool.Put(bp)
 		if derr != nil {
 			ss.fail(req, derr)
+			continue
+		}
+		if req.Op == wire.OpUpgrade {
+			ss.startUpgrade(req)
 			continue
 		}
 		if !blocking(req.Op) {
@@ -377,4 +424,36 @@ func toWire(err error) *wire.Error {
 		return we
 	}
 	return wire.Errorf(wire.CodeInternal, "%v", err)
+}
+
+// startUpgrade runs an admin's upgrade request on a goroutine of its own,
+// so that this session parks like every other while the daemon hands
+// over. On success the next daemon answers the request on this same
+// connection (see Server.Import); on failure this one does.
+func (ss *session) startUpgrade(req *wire.Request) {
+	if !ss.s.policy.Load().Admin(&ss.caller) {
+		ss.log.Warn("deny", "op", wire.OpUpgrade, "err", "not an admin")
+		ss.fail(req, wire.Errorf(wire.CodeDenied, "uid %d is not an admin: upgrade needs a rule with admin = true (or send SIGUSR2)", ss.caller.UID))
+		return
+	}
+	if ss.s.upgrade == nil {
+		ss.fail(req, wire.Errorf(wire.CodeInvalidRequest, "this daemon cannot upgrade"))
+		return
+	}
+	id := req.ID
+	ss.mu.Lock()
+	ss.upgradeReply = &id
+	ss.mu.Unlock()
+	ss.s.upgrades.Add(1)
+	go func() {
+		defer ss.s.upgrades.Done()
+		err := ss.s.upgrade(ss.s.ctx)
+		ss.mu.Lock()
+		ss.upgradeReply = nil
+		ss.mu.Unlock()
+		if err != nil {
+			ss.log.Warn("upgrade failed; this daemon keeps serving", "id", id, "err", err)
+			ss.reply(&wire.Reply{V: wire.Version, ID: id, Error: toWire(err)}, handout{})
+		}
+	}()
 }

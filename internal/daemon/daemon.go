@@ -1,0 +1,360 @@
+// Package daemon runs sockfactoryd: its front doors (the native server
+// and the Clearwater listeners), reloads, its conversation with systemd
+// (readiness, reload, stop, status, watchdog, socket activation) and its
+// live upgrade, in which it hands every socket, reference, token and
+// client connection to the next daemon (upgrade.go).
+//
+// It wires the request-path packages together and decides nothing about
+// requests itself; the command's main parses flags and drops privileges,
+// then calls Run.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sockfactory/sockfactory/internal/clearwater"
+	"github.com/sockfactory/sockfactory/internal/config"
+	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/handover"
+	"github.com/sockfactory/sockfactory/internal/registry"
+	"github.com/sockfactory/sockfactory/internal/server"
+	"github.com/sockfactory/sockfactory/internal/version"
+)
+
+// Options configure Run.
+type Options struct {
+	// Config is the configuration to start with.
+	Config *config.Config
+	// Load reads the configuration again, for a reload.
+	Load func() (*config.Config, error)
+	// Logger receives every log line; Flush writes out what it holds.
+	Logger *slog.Logger
+	Flush  func()
+	// Doors are the front doors, already open (by a root parent that
+	// dropped privileges, or OpenFrontDoors); nil: Run opens them, or
+	// takes them from the previous daemon in a live upgrade.
+	Doors *FrontDoors
+	// Inherited is true when a root parent dropped privileges and
+	// started this process: it removes the socket files itself, and a
+	// live upgrade is refused (the parent would take this process's
+	// exit for the daemon's).
+	Inherited bool
+	// Signals delivers SIGTERM, SIGINT (stop), SIGHUP (reload) and
+	// SIGUSR2 (upgrade).
+	Signals <-chan os.Signal
+	// UpgradeTimeout bounds a live upgrade; zero means 30 s.
+	UpgradeTimeout time.Duration
+	// StopTimeout bounds how long a stop waits for requests in flight;
+	// zero means 10 s.
+	StopTimeout time.Duration
+}
+
+// Daemon is the running set of front doors.
+type Daemon struct {
+	o      Options
+	log    *slog.Logger
+	cfg    *config.Config
+	srv    *server.Server
+	cw     []*clearwater.Listener
+	doors  *FrontDoors
+	notify *notifier
+	failed chan error
+	// handed is closed once a live upgrade has committed: the next
+	// daemon serves, and Run returns.
+	handed chan struct{}
+
+	reloadMu  sync.Mutex
+	upgradeMu sync.Mutex
+	ctx       context.Context // ends with Run
+	cancel    context.CancelFunc
+	loops     sync.WaitGroup
+}
+
+// Run serves until a signal stops it, a listener fails, or a live
+// upgrade hands everything to the next daemon. It returns the exit code.
+func Run(o Options) int {
+	if o.UpgradeTimeout <= 0 {
+		o.UpgradeTimeout = 30 * time.Second
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 10 * time.Second
+	}
+	d := &Daemon{o: o, log: o.Logger, cfg: o.Config, notify: newNotifier(o.Logger), handed: make(chan struct{})}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	defer d.cancel()
+
+	child, err := handover.FromEnv()
+	if err != nil {
+		d.log.Error("cannot start", "err", err)
+		return 1
+	}
+	if child != nil {
+		return d.runChild(child)
+	}
+	if d.o.Doors == nil {
+		doors, err := OpenFrontDoors(d.cfg)
+		if err != nil {
+			d.log.Error("cannot start", "err", err)
+			return 1
+		}
+		d.o.Doors = doors
+	}
+	d.doors = d.o.Doors
+	d.build()
+	d.serve()
+	d.ready()
+	return d.loop()
+}
+
+// build makes the server and the Clearwater listeners for the
+// configuration, serving nothing yet.
+func (d *Daemon) build() {
+	cfg := d.cfg
+	conn := &connector.Connector{Resolver: connector.NewResolver(cfg.ResolverServers), MinAttempt: cfg.MinAttempt}
+	d.failed = make(chan error, 1+len(cfg.Clearwater))
+	d.srv = server.New(server.Options{
+		Logger:         d.log,
+		Policy:         cfg.Policy,
+		Connector:      conn,
+		ConnectTimeout: cfg.ConnectTimeout,
+		MaxInFlight:    cfg.MaxInFlight,
+		TokenTTL:       cfg.TokenTTL,
+		Reload:         d.reload,
+		Upgrade:        d.upgradeRequest,
+		Limits:         serverLimits(cfg),
+	})
+	for _, c := range cfg.Clearwater {
+		d.cw = append(d.cw, clearwater.New(clearwater.Options{
+			Name:           c.Socket,
+			Allowed:        clearwater.AllowList{Hosts: c.AllowedHosts, Dirs: c.AllowedHostsDirs},
+			IPv6:           c.IPv6,
+			ConnectTimeout: c.ConnectTimeout,
+			ReadTimeout:    c.ReadTimeout,
+			UIDs:           c.UIDs,
+			GIDs:           c.GIDs,
+			Deny:           cfg.Policy.Deny,
+			MaxConns:       cfg.Limits.Connections,
+			MaxConnsPerUID: cfg.Limits.ConnectionsPerUID,
+			Logger:         d.log,
+			Connector:      conn,
+		}))
+	}
+}
+
+// serve starts the accept loops on the front doors.
+func (d *Daemon) serve() {
+	cfg := d.cfg
+	native := d.doors.Native
+	d.run(func() error { return d.srv.Serve(native) }, server.ErrServerClosed)
+	d.log.Info("listening", "socket", cfg.Socket, "mode", fmt.Sprintf("%04o", cfg.SocketMode), "activated", d.doors.Activated,
+		"config", cfg.Source, "rules", len(cfg.Policy.Rules), "version", version.Version, "pid", os.Getpid())
+	for i, c := range cfg.Clearwater {
+		l, ln := d.cw[i], d.doors.Clearwater[i]
+		d.run(func() error { return l.Serve(ln) }, clearwater.ErrClosed)
+		d.log.Info("listening (clearwater)", "socket", c.Socket, "mode", fmt.Sprintf("%04o", c.SocketMode), "allowed_hosts", len(c.AllowedHosts), "allowed_hosts_dirs", c.AllowedHostsDirs, "ipv6", c.IPv6)
+	}
+}
+
+// ready tells the service manager the daemon serves, and starts the
+// watchdog and status reports.
+func (d *Daemon) ready() {
+	d.notify.ready()
+	d.statusNow()
+	d.loops.Add(2)
+	go func() {
+		defer d.loops.Done()
+		watchdog(d.ctx, d.notify, d.log, d.cfg.Socket, d.serveProbe)
+	}()
+	go func() {
+		defer d.loops.Done()
+		d.statusLoop()
+	}()
+	if d.o.Flush != nil {
+		d.o.Flush() // the start-up lines are not held back with the audit lines
+	}
+}
+
+// serveProbe serves one watchdog probe connection as if accepted.
+func (d *Daemon) serveProbe(c *net.UnixConn) { d.srv.ServeConn(c) }
+
+// statusLoop sends STATUS= when what it says has changed, at most every
+// few seconds.
+func (d *Daemon) statusLoop() {
+	if !d.notify.enabled() {
+		return
+	}
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	last := ""
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+			if s := d.statusLine(); s != last {
+				last = s
+				d.notify.status(s)
+			}
+		}
+	}
+}
+
+func (d *Daemon) statusNow() {
+	if d.notify.enabled() {
+		d.notify.status(d.statusLine())
+	}
+}
+
+// statusLine is the one-line summary systemctl status shows.
+func (d *Daemon) statusLine() string {
+	socks, refs, pending := d.srv.Registry().Summary()
+	return fmt.Sprintf("serving %d connections; %d held sockets, %d references, %d pending tokens", d.srv.Sessions(), socks, refs, pending)
+}
+
+// run starts one accept loop; an unexpected end is reported on d.failed.
+func (d *Daemon) run(loop func() error, closed error) {
+	go func() {
+		if err := loop(); !errors.Is(err, closed) {
+			d.failed <- err
+		}
+	}()
+}
+
+// loop waits for signals until the daemon stops or is handed over.
+func (d *Daemon) loop() int {
+	for {
+		select {
+		case sig := <-d.o.Signals:
+			switch sig {
+			case syscall.SIGHUP:
+				d.reload()
+				continue
+			case syscall.SIGUSR2:
+				go func() {
+					if err := d.upgrade(d.ctx); err != nil {
+						d.log.Error("upgrade failed; this daemon keeps serving", "err", err)
+					}
+				}()
+				continue
+			}
+			d.log.Info("shutting down", "signal", sig.String())
+			d.stop()
+			return 0
+		case err := <-d.failed:
+			d.log.Error("listener failed; shutting down", "err", err)
+			d.stop()
+			return 1
+		case <-d.handed:
+			return 0
+		}
+	}
+}
+
+// stop shuts down: STOPPING=1, then every front door closes; requests in
+// flight are answered first, for at most StopTimeout.
+func (d *Daemon) stop() {
+	d.notify.stopping()
+	ctx, cancel := context.WithTimeout(context.Background(), d.o.StopTimeout)
+	defer cancel()
+	// Pausing lets every session finish what it has in flight and send
+	// the replies; what is not done by the deadline is cancelled.
+	if err := d.srv.Pause(ctx); err != nil {
+		d.log.Warn("stopping with requests still in flight", "err", err)
+	}
+	d.srv.Close()
+	for _, l := range d.cw {
+		l.Close()
+	}
+	d.cancel()
+	d.loops.Wait()
+}
+
+// reload re-reads the configuration on SIGHUP: the native policy is
+// replaced and every Clearwater listener re-reads its allow-list sources. A
+// broken file is logged and everything running kept. Changes to sockets,
+// listeners, timeouts and logging take effect only on restart.
+func (d *Daemon) reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	d.notify.reloading()
+	defer d.notify.ready()
+	c, err := d.o.Load()
+	if err != nil {
+		d.log.Error("reload failed; keeping the running configuration", "err", err)
+		for _, l := range d.cw {
+			l.Reload()
+		}
+		return err
+	}
+	d.srv.SetPolicy(c.Policy)
+	d.srv.SetLimits(serverLimits(c))
+	for i, l := range d.cw {
+		old := d.cfg.Clearwater[i]
+		for _, nc := range c.Clearwater {
+			if nc.Socket == old.Socket {
+				l.Update(clearwater.AllowList{Hosts: nc.AllowedHosts, Dirs: nc.AllowedHostsDirs}, nc.UIDs, nc.GIDs, c.Policy.Deny, c.Limits.Connections, c.Limits.ConnectionsPerUID)
+			}
+		}
+		n := l.Reload()
+		d.log.Info("reloaded allowed hosts", "socket", old.Socket, "entries", n)
+	}
+	if diff := restartNeeded(d.cfg, c); len(diff) > 0 {
+		d.log.Warn("reload: some changed settings take effect only on restart", "settings", diff)
+	}
+	d.log.Info("reloaded", "config", c.Source, "rules", len(c.Policy.Rules))
+	return nil
+}
+
+// serverLimits are the native server's reloadable limits.
+func serverLimits(c *config.Config) server.Limits {
+	return server.Limits{
+		MaxConns: c.Limits.Connections, MaxConnsPerUID: c.Limits.ConnectionsPerUID, IdleTimeout: c.Limits.IdleTimeout,
+		Registry: registry.Limits{
+			Refs: c.Limits.Sockets, RefsPerUID: c.Limits.SocketsPerUID,
+			Pending: c.Limits.Tokens, PendingPerUID: c.Limits.TokensPerUID,
+		},
+	}
+}
+
+// restartNeeded names the settings that differ between the running and the
+// reloaded configuration but that a reload cannot apply.
+func restartNeeded(old, c *config.Config) []string {
+	var out []string
+	check := func(name string, changed bool) {
+		if changed {
+			out = append(out, name)
+		}
+	}
+	check("daemon.socket", old.Socket != c.Socket)
+	check("daemon.socket_mode", old.SocketMode != c.SocketMode)
+	check("daemon.socket_group", old.SocketGID != c.SocketGID)
+	check("daemon.user", old.User != c.User)
+	check("daemon.group", old.GID != c.GID)
+	check("daemon.supplementary_groups", !slices.Equal(old.Groups, c.Groups))
+	check("daemon.log_format", old.LogJSON != c.LogJSON)
+	check("daemon.log_level", old.LogLevel != c.LogLevel)
+	check("daemon.max_in_flight", old.MaxInFlight != c.MaxInFlight)
+	check("connect.timeout", old.ConnectTimeout != c.ConnectTimeout)
+	check("connect.min_attempt", old.MinAttempt != c.MinAttempt)
+	check("resolver.servers", !slices.Equal(old.ResolverServers, c.ResolverServers))
+	check("bind.token_ttl", old.TokenTTL != c.TokenTTL)
+	if len(old.Clearwater) != len(c.Clearwater) {
+		out = append(out, "clearwater listeners (added or removed)")
+		return out
+	}
+	for i, o := range old.Clearwater {
+		n := c.Clearwater[i]
+		check("clearwater "+o.Socket, o.Socket != n.Socket || o.SocketMode != n.SocketMode || o.SocketGID != n.SocketGID ||
+			o.IPv6 != n.IPv6 || o.ConnectTimeout != n.ConnectTimeout || o.ReadTimeout != n.ReadTimeout)
+	}
+	return out
+}

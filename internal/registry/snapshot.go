@@ -1,0 +1,301 @@
+package registry
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// State is the whole cache written out: every socket with its references
+// and pending tokens, and the holders they belong to. It is what a live
+// upgrade hands to the next daemon (Snapshot, Restore) and what the crash
+// record describes. Times are durations relative to when the State was
+// taken, so that it means the same in another process.
+type State struct {
+	// Holders are the holders the references name, by index. The ones
+	// Snapshot was given come first, in its order.
+	Holders []HolderState `json:"holders"`
+	// Sockets are the cached sockets, lingering ones included.
+	Sockets []SocketState `json:"sockets"`
+	// ReclaimKey derives the references' reclaim secrets (32 bytes, hex).
+	ReclaimKey string `json:"reclaim_key"`
+}
+
+// HolderState is one Holder.
+type HolderState struct {
+	UID uint32 `json:"uid"`
+	PID int32  `json:"pid"`
+	App string `json:"app,omitempty"`
+}
+
+// SocketState is one cached socket.
+type SocketState struct {
+	// FD is the socket's descriptor: in a Snapshot the registry's own,
+	// valid only while nothing else runs on the registry; to Restore, an
+	// index into the descriptors it is given.
+	FD    int            `json:"fd"`
+	Proto string         `json:"proto"`
+	Addr  netip.AddrPort `json:"addr"`
+	// Options is the socket's Request.Options; the caller turns it into
+	// something it can write out and back (the registry does not know
+	// its type).
+	Options any `json:"-"`
+	// Age is how long ago the socket was created.
+	Age time.Duration `json:"age"`
+	// Linger is the socket's linger time; Idle, for a socket without
+	// references, how long it has lingered.
+	Linger time.Duration `json:"linger,omitempty"`
+	Idle   time.Duration `json:"idle,omitempty"`
+	Refs   []RefState    `json:"refs,omitempty"`
+}
+
+// RefState is one reference or pending token.
+type RefState struct {
+	Token string `json:"token"`
+	Share Share  `json:"share"`
+	Name  string `json:"name,omitempty"`
+	// Holder indexes State.Holders; -1 for a pending token without an
+	// owner.
+	Holder  int  `json:"holder"`
+	Pending bool `json:"pending,omitempty"`
+	// TTL is how long a pending token may still be picked up.
+	TTL time.Duration `json:"ttl,omitempty"`
+}
+
+// Snapshot writes the cache out. known are holders to list first (the
+// live connections, in the caller's order), whether or not they hold
+// anything. The descriptors in the result are the registry's own: the
+// caller must send or duplicate them before the registry runs anything
+// else, and must not close them. It fails while descriptors are lent
+// (a reply being sent): the caller must pause every session first.
+func (g *Registry) Snapshot(known []*Holder) (*State, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil, ErrClosed
+	}
+	if len(g.lent) > 0 {
+		return nil, fmt.Errorf("%d sockets are being sent to clients: pause every session before taking a snapshot", len(g.lent))
+	}
+	st := &State{Holders: make([]HolderState, 0, len(known)), Sockets: make([]SocketState, 0, g.sockets.n), ReclaimKey: hex.EncodeToString(g.reclaimKey[:])}
+	index := make(map[*Holder]int, len(known))
+	holder := func(h *Holder) int {
+		if h == nil {
+			return -1
+		}
+		if i, ok := index[h]; ok {
+			return i
+		}
+		index[h] = len(st.Holders)
+		st.Holders = append(st.Holders, HolderState{UID: h.UID, PID: h.PID, App: h.App})
+		return index[h]
+	}
+	for _, h := range known {
+		holder(h)
+	}
+	now := g.now()
+	for _, s := range g.sockets.all() {
+		ss := SocketState{
+			FD: int(s.fd), Proto: g.protos[s.proto], Addr: s.addr, Options: s.opts.v,
+			Age: time.Duration(now - s.created), Linger: s.linger,
+		}
+		if s.idle != 0 {
+			ss.Idle = time.Duration(now - s.idle)
+		}
+		// References oldest first, so that Restore, which puts each new
+		// one first, rebuilds the same order.
+		var refs []*Ref
+		for r := s.refs; r != nil; r = r.next {
+			refs = append(refs, r)
+		}
+		for i := len(refs) - 1; i >= 0; i-- {
+			r := refs[i]
+			rs := RefState{Token: r.token.String(), Share: r.share, Name: r.name, Holder: holder(r.who), Pending: r.pending}
+			if r.pending {
+				rs.TTL = max(time.Duration(g.pending[r].expires-now), 0)
+			}
+			ss.Refs = append(ss.Refs, rs)
+		}
+		st.Sockets = append(st.Sockets, ss)
+	}
+	// A stable order: tests compare snapshots, and a reader of the
+	// record finds a socket by its key.
+	sort.Slice(st.Sockets, func(i, j int) bool {
+		a, b := st.Sockets[i], st.Sockets[j]
+		if a.Proto != b.Proto {
+			return a.Proto < b.Proto
+		}
+		return a.Addr.Compare(b.Addr) < 0
+	})
+	return st, nil
+}
+
+// ErrBadState is wrapped by Restore's errors: a state that does not
+// describe a cache this registry can hold.
+var ErrBadState = errors.New("invalid registry state")
+
+// Restore fills an empty registry from st, taking ownership of fds (the
+// descriptors SocketState.FD indexes) whether it succeeds or not: on
+// failure every one is closed and the registry left empty. It returns the
+// holders of st.Holders, in order, for the caller to give to the
+// connections they stand for. Limits are not checked: what was held stays
+// held. Pending tokens expire after their TTL, lingering sockets close
+// after what is left of their linger time.
+func (g *Registry) Restore(st *State, fds []int) ([]*Holder, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	closeAll := func() {
+		for _, fd := range fds {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}
+	bad := func(format string, args ...any) ([]*Holder, error) {
+		g.dropAllLocked()
+		closeAll()
+		return nil, fmt.Errorf("%w: %s", ErrBadState, fmt.Sprintf(format, args...))
+	}
+	if g.closed {
+		closeAll()
+		return nil, ErrClosed
+	}
+	if g.sockets.n > 0 || g.tokens.n > 0 {
+		closeAll()
+		return nil, fmt.Errorf("%w: the registry is not empty", ErrBadState)
+	}
+	key, err := hex.DecodeString(st.ReclaimKey)
+	if err != nil || len(key) != len(g.reclaimKey) {
+		closeAll()
+		return nil, fmt.Errorf("%w: the reclaim key is not %d hex-encoded bytes", ErrBadState, len(g.reclaimKey))
+	}
+	copy(g.reclaimKey[:], key)
+	holders := make([]*Holder, len(st.Holders))
+	for i, h := range st.Holders {
+		holders[i] = &Holder{UID: h.UID, PID: h.PID, App: h.App}
+	}
+	used := make([]bool, len(fds))
+	now := g.now()
+	for i := range st.Sockets {
+		ss := &st.Sockets[i]
+		if ss.FD < 0 || ss.FD >= len(fds) || used[ss.FD] {
+			return bad("socket %s %s: descriptor index %d is out of range or used twice", ss.Proto, ss.Addr, ss.FD)
+		}
+		if ss.Proto == "" || !ss.Addr.IsValid() {
+			return bad("socket %d has no protocol or address", i)
+		}
+		if len(ss.Refs) == 0 && (ss.Linger <= 0 || ss.Idle < 0) {
+			return bad("socket %s %s has no reference and does not linger", ss.Proto, ss.Addr)
+		}
+		proto := g.protoIndex(ss.Proto)
+		if proto < 0 {
+			return bad("more than 256 protocols")
+		}
+		if ss.Addr.Port() != 0 && g.find(ss.Addr, uint8(proto)) != nil {
+			return bad("socket %s %s is listed twice", ss.Proto, ss.Addr)
+		}
+		used[ss.FD] = true
+		s := &socket{addr: ss.Addr, fd: int32(fds[ss.FD]), proto: uint8(proto), opts: g.internOpts(ss.Options),
+			created: now - int64(ss.Age), linger: ss.Linger}
+		fds[ss.FD] = -1 // the registry's now
+		g.sockets.insert(s)
+		for _, rs := range ss.Refs {
+			t, ok := parseToken(rs.Token)
+			if !ok || g.findToken(t) != nil {
+				return bad("socket %s %s: token %q is malformed or used twice", ss.Proto, ss.Addr, rs.Token)
+			}
+			if rs.Holder < -1 || rs.Holder >= len(holders) || (rs.Holder < 0 && !rs.Pending) {
+				return bad("socket %s %s: holder index %d is out of range", ss.Proto, ss.Addr, rs.Holder)
+			}
+			if rs.Share > ShareAny {
+				return bad("socket %s %s: share mode %d is unknown", ss.Proto, ss.Addr, rs.Share)
+			}
+			ref := &Ref{token: t, share: rs.Share, name: rs.Name, sock: s, pending: rs.Pending, next: s.refs}
+			if rs.Holder >= 0 {
+				ref.who = holders[rs.Holder]
+			}
+			if s.refs != nil {
+				if s.refs.share != ref.share || s.refs.name != ref.name {
+					s.mixed = true
+				}
+				s.refs.prev = ref
+			}
+			s.refs = ref
+			g.countRef(s, 1)
+			g.tokens.insert(ref)
+			if ref.pending {
+				ttl := max(rs.TTL, 0)
+				g.n.add(uidOf(ref.who), true, 1)
+				p := pendingRef{expires: now + int64(ttl)}
+				p.timer = time.AfterFunc(ttl, func() { g.expire(ref) })
+				g.pending[ref] = p
+				g.pendingOn[s]++
+				g.link(ref)
+			} else {
+				g.hold(ref, ref.who)
+			}
+		}
+		if s.refs == nil {
+			s.idle = now - int64(ss.Idle)
+			g.lingerLocked(s, max(ss.Linger-ss.Idle, 0))
+		}
+	}
+	for i, fd := range fds {
+		if fd >= 0 && !used[i] {
+			unix.Close(fd) // handed but named by no socket
+		}
+	}
+	return holders, nil
+}
+
+// protoIndex returns the index of proto in g.protos, adding it; -1 when
+// there is no room.
+func (g *Registry) protoIndex(proto string) int {
+	for i, p := range g.protos {
+		if p == proto {
+			return i
+		}
+	}
+	if len(g.protos) > 255 {
+		return -1
+	}
+	g.protos = append(g.protos, proto)
+	return len(g.protos) - 1
+}
+
+// dropAllLocked closes every socket and forgets everything, keeping the
+// registry open.
+func (g *Registry) dropAllLocked() {
+	for _, p := range g.pending {
+		p.timer.Stop()
+	}
+	for _, t := range g.lingering {
+		t.Stop()
+	}
+	for _, s := range g.sockets.all() {
+		g.closeSocket(s)
+	}
+	g.reset()
+}
+
+// Abandon makes the registry forget every socket without closing them:
+// after a live upgrade the next daemon holds them, and this process is
+// about to exit. Timers stop; nothing is closed; every call after it
+// fails with ErrClosed.
+func (g *Registry) Abandon() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, p := range g.pending {
+		p.timer.Stop()
+	}
+	for _, t := range g.lingering {
+		t.Stop()
+	}
+	g.closed = true
+	g.reset()
+}
