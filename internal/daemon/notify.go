@@ -43,7 +43,7 @@ func (n *notifier) send(state string) {
 	}
 }
 
-func (n *notifier) ready()  { n.send(daemon.SdNotifyReady) }
+func (n *notifier) ready() { n.send(daemon.SdNotifyReady) }
 func (n *notifier) status(s string) {
 	n.send("STATUS=" + s)
 }
