@@ -101,6 +101,40 @@ func (c *Client) Reload(ctx context.Context) error {
 	return nil
 }
 
+// Upgrade asks the daemon to replace itself with the executable now on
+// disk at its own path, handing every socket, reference, token and client
+// connection to the new process (admins only; docs/operations.md). It
+// returns once the new daemon serves, which answers on this same
+// connection; on failure the old daemon keeps serving and the error says
+// why. Give ctx a deadline of more than the daemon's upgrade bound (30 s).
+func (c *Client) Upgrade(ctx context.Context) (UpgradeResult, error) {
+	rep, fds, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpUpgrade})
+	if err != nil {
+		return UpgradeResult{}, err
+	}
+	fds.close()
+	if rep.Error != nil {
+		return UpgradeResult{}, fromWire("upgrade", rep.Error)
+	}
+	if rep.Upgrade == nil {
+		return UpgradeResult{}, fmt.Errorf("upgrade: %w: the reply carries no upgrade result", ErrProtocol)
+	}
+	u := rep.Upgrade
+	return UpgradeResult{OldPID: u.OldPID, NewPID: u.NewPID, Version: u.Version, Took: time.Duration(u.TookMS) * time.Millisecond}, nil
+}
+
+// UpgradeResult describes a live upgrade that succeeded.
+type UpgradeResult struct {
+	// OldPID is the replaced daemon's process ID, NewPID the one serving
+	// now.
+	OldPID, NewPID int
+	// Version is the new daemon's version.
+	Version string
+	// Took is how long the upgrade took, from the request's arrival to
+	// the new daemon serving.
+	Took time.Duration
+}
+
 func (c *Client) status(ctx context.Context) ([]SocketStatus, *DaemonStats, error) {
 	rep, fds, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpStatus, Status: &wire.StatusRequest{}})
 	if err != nil {

@@ -5,6 +5,7 @@
 //	sockfactory [--socket PATH] status [--json]
 //	sockfactory [--socket PATH] release TOKEN
 //	sockfactory [--socket PATH] reload
+//	sockfactory [--socket PATH] upgrade
 //	sockfactory version | --version
 //	sockfactory completion bash|zsh|fish|powershell
 //
@@ -143,7 +144,7 @@ func (c *cli) root() *cobra.Command {
 	})
 	root.PersistentFlags().StringVar(&c.socket, "socket", "",
 		"daemon socket `PATH` (default $SOCKFACTORY_SOCKET, else "+sockfactory.DefaultSocketPath()+")")
-	root.AddCommand(c.connectCmd(), c.execCmd(), c.statusCmd(), c.releaseCmd(), c.reloadCmd(), c.versionCmd())
+	root.AddCommand(c.connectCmd(), c.execCmd(), c.statusCmd(), c.releaseCmd(), c.reloadCmd(), c.upgradeCmd(), c.versionCmd())
 	root.InitDefaultVersionFlag()
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()

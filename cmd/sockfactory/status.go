@@ -119,6 +119,31 @@ func (c *cli) reloadCmd() *cobra.Command {
 	}
 }
 
+func (c *cli) upgradeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "upgrade",
+		Short: "Replace the daemon with the executable now on disk, keeping every socket (admins)",
+		Long: "Makes the daemon start the executable now at its own path and hand it every listener,\n" +
+			"held socket, reference, pending token and client connection, as SIGUSR2 does (admins only).\n" +
+			"Clients notice nothing. Prints the old and new pid once the new daemon serves; if the new\n" +
+			"one fails to start, to take the state or to become ready in time, the old one keeps serving\n" +
+			"with nothing lost, and this prints why and exits 1. See docs/operations.md.",
+		Args: nArgs(0, ""),
+		RunE: func(*cobra.Command, []string) error {
+			client := c.client("")
+			defer client.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			r, err := client.Upgrade(ctx)
+			if err != nil {
+				return c.daemonErr(err)
+			}
+			fmt.Fprintf(c.stdout, "upgraded: pid %d -> %d, version %s, took %s\n", r.OldPID, r.NewPID, r.Version, r.Took)
+			return nil
+		},
+	}
+}
+
 // call makes one call on the daemon and prints ok on success.
 func (c *cli) call(ok string, f func(context.Context, *sockfactory.Client) error) error {
 	client := c.client("")
