@@ -58,6 +58,9 @@ const (
 	DefaultMinAttempt                 = 2 * time.Second
 	DefaultMaxInFlight                = 64
 	DefaultTokenTTL                   = 30 * time.Second
+	DefaultUpgradeTimeout             = 30 * time.Second
+	DefaultStopTimeout                = 10 * time.Second
+	DefaultReclaimGrace               = 30 * time.Second
 )
 
 // Config is a validated configuration.
@@ -85,6 +88,12 @@ type Config struct {
 	MaxInFlight int
 	// TokenTTL is how long a token-only bind may be picked up.
 	TokenTTL time.Duration
+	// ReclaimGrace is how long, after a restart from systemd's fd store,
+	// a reference whose connection was lost waits to be reclaimed.
+	ReclaimGrace time.Duration
+	// UpgradeTimeout bounds a live upgrade; StopTimeout how long a stop
+	// waits for requests in flight.
+	UpgradeTimeout, StopTimeout time.Duration
 	// Limits bound what callers can make the daemon hold.
 	Limits Limits
 	// User, when set and the daemon starts as root, is the account the
@@ -180,8 +189,11 @@ type file struct {
 		LogFormat   string `toml:"log_format"`
 		LogLevel    string `toml:"log_level"`
 		MaxInFlight *int   `toml:"max_in_flight"`
-		User        string `toml:"user"`
-		Group       string `toml:"group"`
+		// Durations are parsed after decoding (see Connect).
+		UpgradeTimeout *string `toml:"upgrade_timeout"`
+		StopTimeout    *string `toml:"stop_timeout"`
+		User           string  `toml:"user"`
+		Group          string  `toml:"group"`
 		// SupplementaryGroups holds names and numbers.
 		SupplementaryGroups []any `toml:"supplementary_groups"`
 	} `toml:"daemon"`
@@ -196,7 +208,8 @@ type file struct {
 		Servers []string `toml:"servers"`
 	} `toml:"resolver"`
 	Bind struct {
-		TokenTTL *string `toml:"token_ttl"`
+		TokenTTL     *string `toml:"token_ttl"`
+		ReclaimGrace *string `toml:"reclaim_grace"`
 	} `toml:"bind"`
 	Limits struct {
 		Connections       *int    `toml:"connections"`
@@ -297,6 +310,9 @@ func Default() *Config {
 		MinAttempt:     DefaultMinAttempt,
 		MaxInFlight:    DefaultMaxInFlight,
 		TokenTTL:       DefaultTokenTTL,
+		ReclaimGrace:   DefaultReclaimGrace,
+		UpgradeTimeout: DefaultUpgradeTimeout,
+		StopTimeout:    DefaultStopTimeout,
 		Limits:         DefaultLimits,
 		Policy:         &policy.Policy{Rules: []policy.Rule{{Name: "builtin-loopback", UIDs: uids, Connect: dests, Bind: binds}}, Deny: mustDeny(policy.DefaultDeny)},
 		Source:         "built-in default",
@@ -343,6 +359,9 @@ func Parse(name string, data []byte) (*Config, error) {
 		MinAttempt:      DefaultMinAttempt,
 		MaxInFlight:     DefaultMaxInFlight,
 		TokenTTL:        DefaultTokenTTL,
+		ReclaimGrace:    DefaultReclaimGrace,
+		UpgradeTimeout:  DefaultUpgradeTimeout,
+		StopTimeout:     DefaultStopTimeout,
 		Limits:          DefaultLimits,
 		ResolverServers: f.Resolver.Servers,
 		Source:          name,
@@ -455,12 +474,24 @@ func Parse(name string, data []byte) (*Config, error) {
 			c.Limits.IdleTimeout = d
 		}
 	}
-	if s := f.Bind.TokenTTL; s != nil {
-		d, err := parseDuration(*s)
-		if err != nil {
-			return nil, p.errAt("token_ttl", "token_ttl: %v", err)
+	for _, dur := range []struct {
+		key string
+		src *string
+		dst *time.Duration
+	}{
+		{"token_ttl", f.Bind.TokenTTL, &c.TokenTTL},
+		{"reclaim_grace", f.Bind.ReclaimGrace, &c.ReclaimGrace},
+		{"upgrade_timeout", f.Daemon.UpgradeTimeout, &c.UpgradeTimeout},
+		{"stop_timeout", f.Daemon.StopTimeout, &c.StopTimeout},
+	} {
+		if dur.src == nil {
+			continue
 		}
-		c.TokenTTL = d
+		d, err := parseDuration(*dur.src)
+		if err != nil {
+			return nil, p.errAt(dur.key, "%s: %v", dur.key, err)
+		}
+		*dur.dst = d
 	}
 	for _, s := range f.Resolver.Servers {
 		if _, err := netip.ParseAddrPort(s); err != nil {

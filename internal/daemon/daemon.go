@@ -51,11 +51,6 @@ type Options struct {
 	// Signals delivers SIGTERM, SIGINT (stop), SIGHUP (reload) and
 	// SIGUSR2 (upgrade).
 	Signals <-chan os.Signal
-	// UpgradeTimeout bounds a live upgrade; zero means 30 s.
-	UpgradeTimeout time.Duration
-	// StopTimeout bounds how long a stop waits for requests in flight;
-	// zero means 10 s.
-	StopTimeout time.Duration
 }
 
 // Daemon is the running set of front doors.
@@ -82,12 +77,6 @@ type Daemon struct {
 // Run serves until a signal stops it, a listener fails, or a live
 // upgrade hands everything to the next daemon. It returns the exit code.
 func Run(o Options) int {
-	if o.UpgradeTimeout <= 0 {
-		o.UpgradeTimeout = 30 * time.Second
-	}
-	if o.StopTimeout <= 0 {
-		o.StopTimeout = 10 * time.Second
-	}
 	d := &Daemon{o: o, log: o.Logger, cfg: o.Config, notify: newNotifier(o.Logger), handed: make(chan struct{})}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	defer d.cancel()
@@ -263,7 +252,7 @@ func (d *Daemon) loop() int {
 // flight are answered first, for at most StopTimeout.
 func (d *Daemon) stop() {
 	d.notify.stopping()
-	ctx, cancel := context.WithTimeout(context.Background(), d.o.StopTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), max(d.cfg.StopTimeout, time.Millisecond))
 	defer cancel()
 	// Pausing lets every session finish what it has in flight and send
 	// the replies; what is not done by the deadline is cancelled.
@@ -347,6 +336,9 @@ func restartNeeded(old, c *config.Config) []string {
 	check("connect.min_attempt", old.MinAttempt != c.MinAttempt)
 	check("resolver.servers", !slices.Equal(old.ResolverServers, c.ResolverServers))
 	check("bind.token_ttl", old.TokenTTL != c.TokenTTL)
+	check("bind.reclaim_grace", old.ReclaimGrace != c.ReclaimGrace)
+	check("daemon.upgrade_timeout", old.UpgradeTimeout != c.UpgradeTimeout)
+	check("daemon.stop_timeout", old.StopTimeout != c.StopTimeout)
 	if len(old.Clearwater) != len(c.Clearwater) {
 		out = append(out, "clearwater listeners (added or removed)")
 		return out

@@ -74,7 +74,7 @@ func (d *Daemon) upgrade(ctx context.Context) error {
 	}
 	defer d.upgradeMu.Unlock()
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, d.o.UpgradeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, max(d.cfg.UpgradeTimeout, time.Second))
 	defer cancel()
 	exe, err := os.Executable()
 	if err != nil {
@@ -233,7 +233,7 @@ func (d *Daemon) runChild(c *handover.Child) int {
 		d.log.Error("upgrade: cannot talk to the running daemon", "err", err)
 		return 1
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d.o.UpgradeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), max(d.cfg.UpgradeTimeout, time.Second))
 	defer cancel()
 	_, body, fds, err := c.Receive(ctx)
 	if err != nil {
