@@ -299,6 +299,11 @@ type Registry struct {
 	statusPause func()
 	// reclaimKey derives every reference's reclaim secret (see secret).
 	reclaimKey [32]byte
+	// orphans are holders restored from a crash record whose references
+	// wait to be reclaimed until orphanTimer releases them (see Orphan).
+	orphans      map[*Holder]struct{}
+	orphanTimer  *time.Timer
+	orphansUntil int64 // like socket.created
 }
 
 // lending is a socket whose descriptor is lent out n times. A socket
@@ -910,6 +915,7 @@ func (g *Registry) Close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.closed = true
+	g.stopOrphans()
 	for _, p := range g.pending {
 		p.timer.Stop()
 	}

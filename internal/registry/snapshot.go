@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,6 +25,8 @@ type State struct {
 	Sockets []SocketState `json:"sockets"`
 	// ReclaimKey derives the references' reclaim secrets (32 bytes, hex).
 	ReclaimKey string `json:"reclaim_key"`
+	// OrphanGrace is what is left of the orphans' grace period.
+	OrphanGrace time.Duration `json:"orphan_grace,omitempty"`
 }
 
 // HolderState is one Holder.
@@ -31,6 +34,9 @@ type HolderState struct {
 	UID uint32 `json:"uid"`
 	PID int32  `json:"pid"`
 	App string `json:"app,omitempty"`
+	// Orphan is set for a holder whose connection was lost in a crash
+	// and whose references wait to be reclaimed (see Registry.Orphan).
+	Orphan bool `json:"orphan,omitempty"`
 }
 
 // SocketState is one cached socket.
@@ -92,13 +98,17 @@ func (g *Registry) Snapshot(known []*Holder) (*State, error) {
 			return i
 		}
 		index[h] = len(st.Holders)
-		st.Holders = append(st.Holders, HolderState{UID: h.UID, PID: h.PID, App: h.App})
+		_, orphan := g.orphans[h]
+		st.Holders = append(st.Holders, HolderState{UID: h.UID, PID: h.PID, App: h.App, Orphan: orphan})
 		return index[h]
 	}
 	for _, h := range known {
 		holder(h)
 	}
 	now := g.now()
+	if len(g.orphans) > 0 {
+		st.OrphanGrace = max(time.Duration(g.orphansUntil-now), 0)
+	}
 	for _, s := range g.sockets.all() {
 		ss := SocketState{
 			FD: int(s.fd), Proto: g.protos[s.proto], Addr: s.addr, Options: s.opts.v,
@@ -250,6 +260,15 @@ func (g *Registry) Restore(st *State, fds []int) ([]*Holder, error) {
 			unix.Close(fd) // handed but named by no socket
 		}
 	}
+	var orphans []*Holder
+	for i, h := range st.Holders {
+		if h.Orphan {
+			orphans = append(orphans, holders[i])
+		}
+	}
+	if len(orphans) > 0 {
+		g.orphanLocked(orphans, st.OrphanGrace)
+	}
 	return holders, nil
 }
 
@@ -271,6 +290,7 @@ func (g *Registry) protoIndex(proto string) int {
 // dropAllLocked closes every socket and forgets everything, keeping the
 // registry open.
 func (g *Registry) dropAllLocked() {
+	g.stopOrphans()
 	for _, p := range g.pending {
 		p.timer.Stop()
 	}
@@ -290,6 +310,7 @@ func (g *Registry) dropAllLocked() {
 func (g *Registry) Abandon() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.stopOrphans()
 	for _, p := range g.pending {
 		p.timer.Stop()
 	}
@@ -298,4 +319,95 @@ func (g *Registry) Abandon() {
 	}
 	g.closed = true
 	g.reset()
+}
+
+// Orphan marks the holders hs as lost connections whose references wait
+// to be reclaimed (see Reclaim): after a restart from a crash record,
+// every restored holder is one. They are released after grace, unless
+// reclaimed first; ReleaseOrphans releases them at once.
+func (g *Registry) Orphan(hs []*Holder, grace time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.orphanLocked(hs, grace)
+}
+
+func (g *Registry) orphanLocked(hs []*Holder, grace time.Duration) {
+	g.orphansUntil = g.now() + int64(grace)
+	if g.orphans == nil {
+		g.orphans = make(map[*Holder]struct{})
+	}
+	for _, h := range hs {
+		g.orphans[h] = struct{}{}
+	}
+	if g.orphanTimer != nil {
+		g.orphanTimer.Stop()
+	}
+	g.orphanTimer = time.AfterFunc(grace, func() { g.ReleaseOrphans() })
+}
+
+// ReleaseOrphans drops every reference still held by an orphaned holder
+// and returns how many.
+func (g *Registry) ReleaseOrphans() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for h := range g.orphans {
+		if hl := g.held[h]; hl != nil {
+			for ref := hl.head; ref != nil; {
+				next := ref.hnext
+				g.drop(ref)
+				n++
+				ref = next
+			}
+		}
+		delete(g.orphans, h)
+	}
+	return n
+}
+
+// Orphans counts the references waiting to be reclaimed.
+func (g *Registry) Orphans() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for h := range g.orphans {
+		if hl := g.held[h]; hl != nil {
+			n += hl.n
+		}
+	}
+	return n
+}
+
+// Reclaim moves the reference token stands for from an orphaned holder
+// to h, given its reclaim secret (Grant.Reclaim) and the same uid as the
+// holder it was lost with. Every reference that cannot be reclaimed so
+// (unknown, not orphaned, another uid, a wrong secret) gets the same bare
+// ErrNoToken. The secret is compared in constant time.
+func (g *Registry) Reclaim(token, secret string, h *Holder) (*Grant, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ref := g.ref(token)
+	sec, ok := parseToken(secret)
+	if ref == nil || !ok || ref.pending || ref.who == nil {
+		return nil, ErrNoToken
+	}
+	want := g.secret(ref.token)
+	_, orphan := g.orphans[ref.who]
+	if subtle.ConstantTimeCompare(want[:], sec[:]) != 1 || !orphan || ref.who.UID != h.UID {
+		return nil, ErrNoToken
+	}
+	g.unlink(ref)
+	g.n.add(ref.who.UID, false, -1)
+	g.hold(ref, h)
+	s := ref.sock
+	return &Grant{Token: token, Key: g.key(s), Shared: s.refs.next != nil, FD: -1, Reclaim: want.String()}, nil
+}
+
+// stopOrphans forgets the orphans and their timer.
+func (g *Registry) stopOrphans() {
+	if g.orphanTimer != nil {
+		g.orphanTimer.Stop()
+		g.orphanTimer = nil
+	}
+	g.orphans = nil
 }
