@@ -47,6 +47,13 @@ type Client struct {
 	dialing  chan struct{} // non-nil while a caller connects; closed when it is done
 	newConn  *clientConn   // the connection being set up (hello), for Close
 	closeErr error         // what requests fail with after Close
+
+	// References held, for reclaiming after a daemon crash (reclaim.go):
+	// token to reclaim secret. quit is closed by Close.
+	keepMu   sync.Mutex
+	held     map[string]string
+	quitOnce sync.Once
+	quit     chan struct{}
 }
 
 // maxInFlight is how many requests a Client has in flight at once: the
@@ -210,7 +217,7 @@ func (c *Client) connect(ctx context.Context) (*clientConn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("%w: connecting to %s: %w", ErrUnavailable, path, err)
 	}
-	if c.App == "" {
+	if c.App == "" && c.holding() == nil {
 		return cc, nil
 	}
 	// Close may end the connection while hello waits for its reply.
@@ -222,7 +229,12 @@ func (c *Client) connect(ctx context.Context) (*clientConn, error) {
 		cc.close(errClosed)
 		return nil, errClosed
 	}
-	err = c.hello(ctx, cc)
+	if c.App != "" {
+		err = c.hello(ctx, cc)
+	}
+	if err == nil {
+		err = c.reclaimAll(ctx, cc)
+	}
 	c.mu.Lock()
 	c.newConn = nil
 	c.mu.Unlock()
@@ -281,7 +293,11 @@ func (c *Client) hello(ctx context.Context, cc *clientConn) error {
 // Close closes the connection to the daemon. Requests in flight fail with
 // net.ErrClosed; sockets already returned stay open. Close is idempotent.
 func (c *Client) Close() error {
+	quit := c.quitChan()
 	c.mu.Lock()
+	if !c.closed {
+		close(quit)
+	}
 	c.closed = true
 	cc := c.live.Swap(nil)
 	setup := c.newConn
@@ -308,6 +324,11 @@ type clientConn struct {
 	uc     *net.UnixConn
 	broken atomic.Bool   // set once err is
 	reader chan struct{} // holds the reader token while nobody reads
+	// watched is set once a goroutine watches the connection for the
+	// daemon hanging up (Client.watch); watch is its descriptor, closed
+	// with the connection.
+	watched atomic.Bool
+	watch   *os.File
 	wg     *sync.WaitGroup
 
 	// The reader token's holder alone uses these.
@@ -682,7 +703,11 @@ func (cc *clientConn) close(err error) {
 	pending := cc.pending
 	cc.pending = nil
 	cc.abandoned = nil
+	watch := cc.watch
 	cc.mu.Unlock()
+	if watch != nil {
+		watch.Close() // ends the watcher's wait
+	}
 	// Closing the socket also closes the descriptors of replies not yet
 	// read, and ends a read in progress.
 	cc.uc.Close()

@@ -120,6 +120,8 @@ type Binding struct {
 	// Expires is, for a token-only binding, how long the token may be
 	// picked up.
 	Expires time.Duration
+	// reclaim is the reference's reclaim secret (see reclaim.go).
+	reclaim string
 }
 
 // BindFile asks the daemon for a socket bound to address on network (tcp,
@@ -130,7 +132,11 @@ type Binding struct {
 // this Client's connection closes.
 func (c *Client) BindFile(ctx context.Context, network, address string, o *ListenOptions) (*os.File, *Binding, error) {
 	rep, fds, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpBind, Bind: o.wire(network, address, false)})
-	return bindReply("bind", rep, fds, err, true)
+	f, b, err := bindReply("bind", rep, fds, err, true)
+	if err == nil {
+		c.remember(b.Token, b.reclaim)
+	}
+	return f, b, err
 }
 
 // BindToken asks for a token only (the first phase of a two-phase bind):
@@ -147,7 +153,11 @@ func (c *Client) BindToken(ctx context.Context, network, address string, o *List
 // then held by this Client's connection. The caller owns the file.
 func (c *Client) Pickup(ctx context.Context, token string) (*os.File, *Binding, error) {
 	rep, fds, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpPickup, Token: &wire.TokenRequest{Token: token}})
-	return bindReply("pickup", rep, fds, err, true)
+	f, b, err := bindReply("pickup", rep, fds, err, true)
+	if err == nil {
+		c.remember(b.Token, b.reclaim)
+	}
+	return f, b, err
 }
 
 // Release drops the reference token stands for. Only the connection that
@@ -160,8 +170,12 @@ func (c *Client) Release(ctx context.Context, token string) error {
 	}
 	fds.close()
 	if rep.Error != nil {
+		if rep.Error.Code == wire.CodeNotFound {
+			c.forget(token)
+		}
 		return fromWire("release", rep.Error)
 	}
+	c.forget(token)
 	return nil
 }
 
@@ -178,7 +192,7 @@ func bindReply(op string, rep *wire.Reply, fds fdSet, err error, wantFile bool) 
 		return nil, nil, fmt.Errorf("%w: %s reply without the expected socket", ErrProtocol, op)
 	}
 	b := &Binding{Token: rep.Bind.Token, Network: rep.Bind.Network, Addr: rep.Bind.Local, Shared: rep.Bind.Shared,
-		Expires: time.Duration(rep.Bind.ExpiresMS) * time.Millisecond}
+		Expires: time.Duration(rep.Bind.ExpiresMS) * time.Millisecond, reclaim: rep.Bind.Reclaim}
 	if !wantFile {
 		return nil, b, nil
 	}

@@ -94,6 +94,9 @@ type Config struct {
 	// UpgradeTimeout bounds a live upgrade; StopTimeout how long a stop
 	// waits for requests in flight.
 	UpgradeTimeout, StopTimeout time.Duration
+	// FDStore says whether to keep cached sockets in systemd's fd store
+	// ([daemon] fd_store); nil: when systemd says it has one ($FDSTORE).
+	FDStore *bool
 	// Limits bound what callers can make the daemon hold.
 	Limits Limits
 	// User, when set and the daemon starts as root, is the account the
@@ -192,6 +195,7 @@ type file struct {
 		// Durations are parsed after decoding (see Connect).
 		UpgradeTimeout *string `toml:"upgrade_timeout"`
 		StopTimeout    *string `toml:"stop_timeout"`
+		FDStore        *bool   `toml:"fd_store"`
 		User           string  `toml:"user"`
 		Group          string  `toml:"group"`
 		// SupplementaryGroups holds names and numbers.
@@ -424,6 +428,7 @@ func Parse(name string, data []byte) (*Config, error) {
 			return nil, p.errAt("log_level", "log_level %q: want debug, info, warn or error", s)
 		}
 	}
+	c.FDStore = f.Daemon.FDStore
 	if n := f.Daemon.MaxInFlight; n != nil {
 		if *n < 1 || *n > 4096 {
 			return nil, p.errAt("max_in_flight", "max_in_flight %d: want 1 to 4096", *n)

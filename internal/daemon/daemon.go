@@ -62,6 +62,7 @@ type Daemon struct {
 	cw     []*clearwater.Listener
 	doors  *FrontDoors
 	notify *notifier
+	store  *fdStore // nil unless systemd's fd store is used
 	failed chan error
 	// handed is closed once a live upgrade has committed: the next
 	// daemon serves, and Run returns.
@@ -99,9 +100,70 @@ func Run(o Options) int {
 	}
 	d.doors = d.o.Doors
 	d.build()
+	stale := d.recover()
+	if err := d.openStore(stale); err != nil {
+		d.log.Error("cannot start", "err", err)
+		return 1
+	}
 	d.serve()
 	d.ready()
 	return d.loop()
+}
+
+// recover restores the cache from what systemd's fd store passed back
+// after a crash or a restart: every reference becomes an orphan its
+// holder may reclaim for reclaim_grace. It returns the names of the
+// previous daemon's crash records.
+func (d *Daemon) recover() []string {
+	if len(d.doors.Stored) == 0 {
+		return nil
+	}
+	stored := d.doors.Stored
+	d.doors.Stored = nil
+	rec := recoverStore(d.notify, d.log, stored)
+	if rec.state == nil {
+		return rec.records
+	}
+	reg := d.srv.Registry()
+	holders, err := reg.Restore(rec.state, rec.fds)
+	if err != nil {
+		d.log.Error("crash record rejected; starting with an empty cache", "err", err)
+		for _, s := range rec.state.Sockets {
+			d.notify.send("FDSTOREREMOVE=1\nFDNAME=" + storeName(registry.Key{Proto: s.Proto, Addr: s.Addr}))
+		}
+		return rec.records
+	}
+	reg.Orphan(holders, d.cfg.ReclaimGrace)
+	socks, refs, pending := reg.Summary()
+	d.log.Info("restored from the fd store", "sockets", socks, "refs", refs, "pending", pending, "reclaim_grace", d.cfg.ReclaimGrace)
+	return rec.records
+}
+
+// openStore starts keeping the fd store, when it is on; stale are a
+// previous daemon's record names, removed once this one's are in.
+func (d *Daemon) openStore(stale []string) error {
+	if !fdStoreEnabled(d.notify, d.cfg.FDStore) {
+		for _, name := range stale {
+			d.notify.send("FDSTOREREMOVE=1\nFDNAME=" + name)
+		}
+		return nil
+	}
+	st, err := newFDStore(d.notify, d.log, d.srv.Registry(), stale)
+	if err != nil {
+		return err
+	}
+	d.srv.Registry().SetStore(st)
+	if err := st.start(); err != nil {
+		d.srv.Registry().SetStore(nil)
+		st.closeMemfds()
+		return err
+	}
+	// Sockets cached before the store was on (restored ones are in it
+	// already) would be missing: there are none, the daemon serves
+	// nothing yet.
+	d.store = st
+	d.log.Info("keeping sockets in systemd's fd store", "records", []string{recordName(0), recordName(1)})
+	return nil
 }
 
 // build makes the server and the Clearwater listeners for the
@@ -258,6 +320,14 @@ func (d *Daemon) stop() {
 	// the replies; what is not done by the deadline is cancelled.
 	if err := d.srv.Pause(ctx); err != nil {
 		d.log.Warn("stopping with requests still in flight", "err", err)
+	}
+	if d.store != nil {
+		// The sockets stay in the fd store, with a last record: a
+		// restart finds them, and their holders reclaim them.
+		d.store.close()
+		d.srv.Registry().SetStore(nil)
+		socks, refs, _ := d.srv.Registry().Summary()
+		d.log.Info("leaving the held sockets in the fd store", "sockets", socks, "refs", refs)
 	}
 	d.srv.Close()
 	for _, l := range d.cw {

@@ -106,7 +106,7 @@ func OpenFrontDoors(cfg *config.Config) (*FrontDoors, error) {
 // one the daemon knows, else by its type and path.
 func (d *FrontDoors) place(cfg *config.Config, f *os.File) error {
 	typ, path, err := describe(f)
-	desc := fmt.Sprintf("passed socket %q (fd %d, %s %s)", f.Name(), f.Fd(), typ, path)
+	desc := fmt.Sprintf("passed socket %q (fd %d, %s %s)", f.Name(), fileFD(f), typ, path)
 	if err != nil {
 		return fmt.Errorf("%s: %w", desc, err)
 	}
@@ -150,7 +150,7 @@ func (d *FrontDoors) place(cfg *config.Config, f *os.File) error {
 // describe returns a passed socket's type ("unixpacket", "unix") and
 // path, and fails for anything but a listening UNIX socket with a path.
 func describe(f *os.File) (string, string, error) {
-	fd := int(f.Fd())
+	fd := fileFD(f)
 	if dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil || dom != unix.AF_UNIX {
 		return "?", "?", errors.New("not a UNIX socket")
 	}

@@ -32,6 +32,10 @@ type payload struct {
 	Listeners []listenerState `json:"listeners"`
 	// Server is the native server: client connections and the cache.
 	Server *server.State `json:"server"`
+	// StoreRecords are the names of the sender's crash records in
+	// systemd's fd store, if it keeps one: the next daemon removes them
+	// once its own are in.
+	StoreRecords []string `json:"store_records,omitempty"`
 }
 
 // listenerState is one front door.
@@ -129,6 +133,12 @@ func (d *Daemon) upgrade(ctx context.Context) error {
 		return resume(err)
 	}
 	// The new daemon serves from here on.
+	if d.store != nil {
+		d.srv.Registry().SetStore(nil) // the new daemon keeps the store
+		close(d.store.stop)
+		<-d.store.done
+		d.store.closeMemfds()
+	}
 	d.notify.mainPID(p.PID())
 	d.cancel() // the watchdog and status reports are the new daemon's
 	d.srv.Commit()
@@ -202,6 +212,9 @@ func (d *Daemon) export(start time.Time) ([]byte, []int, error) {
 	}
 	fds = append(fds, sfds...)
 	p.Server = st
+	if d.store != nil {
+		p.StoreRecords = []string{recordName(0), recordName(1)}
+	}
 	p.ElapsedMS = time.Since(start).Milliseconds()
 	b, err := json.Marshal(&p)
 	if err != nil {
@@ -283,6 +296,10 @@ func (d *Daemon) runChild(c *handover.Child) int {
 	}
 	for i, l := range d.doors.All() {
 		l.SetUnlinkOnClose(owned[i])
+	}
+	if err := d.openStore(p.StoreRecords); err != nil {
+		// Serving without it beats not serving: the old daemon is gone.
+		d.log.Error("cannot keep the fd store; sockets will not survive a crash", "err", err)
 	}
 	d.srv.Start()
 	d.serve()

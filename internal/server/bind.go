@@ -203,6 +203,17 @@ func (ss *session) pickup(r *wire.TokenRequest) (*wire.BindResult, handout, erro
 	return &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared, Reclaim: g.Reclaim}, lent(g), nil
 }
 
+// reclaim serves OpReclaim: a reference kept from before a daemon crash
+// moves to this connection (registry.Reclaim checks the secret and uid).
+// No descriptor goes with the reply: the holder still has its socket.
+func (ss *session) reclaim(r *wire.ReclaimRequest) (*wire.BindResult, error) {
+	g, err := ss.s.registry.Reclaim(r.Token, r.Secret, ss.holder)
+	if err != nil {
+		return nil, registryError(err)
+	}
+	return &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared, Reclaim: g.Reclaim}, nil
+}
+
 // release serves OpRelease.
 func (ss *session) release(r *wire.TokenRequest) (registry.Key, error) {
 	k, err := ss.s.registry.Release(r.Token, ss.holder, ss.s.policy.Load().Admin(&ss.caller))

@@ -54,6 +54,15 @@ func (ss *session) handle(req *wire.Request, wait func()) (*wire.Reply, handout)
 		}
 		rep.Bind = res
 		return rep, f
+	case wire.OpReclaim:
+		res, err := ss.reclaim(req.Reclaim)
+		ss.auditToken(req, res, err)
+		if err != nil {
+			rep.Error = toWire(err)
+			return rep, handout{}
+		}
+		rep.Bind = res
+		return rep, handout{}
 	case wire.OpRelease:
 		k, err := ss.release(req.Token)
 		ss.auditToken(req, &wire.BindResult{Network: k.Proto, Local: k.Addr.String()}, err)

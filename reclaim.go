@@ -1,0 +1,179 @@
+package sockfactory
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockfactory/sockfactory/internal/wire"
+)
+
+// A daemon that keeps its sockets in systemd's fd store comes back from a
+// crash with every reference its clients held, for a grace period
+// (reclaim_grace, 30 s by default), during which each holder may take its
+// references back over a new connection with the reclaim secret it got
+// with the socket (docs/protocol.md, 7.11). A Client does that by itself:
+// while it holds references it watches its connection, and when the daemon
+// goes away it connects again (retrying, with a growing pause, for as long
+// as it holds any) and reclaims every one before anything else is sent. A
+// Listener, a PacketConn, or a program run by `sockfactory exec` thus keeps
+// its sockets through a daemon crash without noticing. References the
+// daemon no longer knows (it restarted without the fd store, or the grace
+// ended) are forgotten.
+
+// remember records a reference this Client holds, with its reclaim
+// secret, and makes sure the connection is watched.
+func (c *Client) remember(token, secret string) {
+	if secret == "" {
+		return
+	}
+	c.keepMu.Lock()
+	if c.held == nil {
+		c.held = make(map[string]string)
+	}
+	c.held[token] = secret
+	c.keepMu.Unlock()
+	c.watch()
+}
+
+// forget drops a reference the Client no longer holds.
+func (c *Client) forget(token string) {
+	c.keepMu.Lock()
+	delete(c.held, token)
+	c.keepMu.Unlock()
+}
+
+func (c *Client) holding() map[string]string {
+	c.keepMu.Lock()
+	defer c.keepMu.Unlock()
+	if len(c.held) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(c.held))
+	for t, s := range c.held {
+		out[t] = s
+	}
+	return out
+}
+
+// quitChan is closed by Close.
+func (c *Client) quitChan() chan struct{} {
+	c.quitOnce.Do(func() { c.quit = make(chan struct{}) })
+	return c.quit
+}
+
+// reclaimAll reclaims, on a new connection not yet in use, every
+// reference the Client held on the connection before it. A reference the
+// daemon refuses (not_found) is forgotten; one that could not be asked
+// for (the connection broke again) is kept for the next try.
+func (c *Client) reclaimAll(ctx context.Context, cc *clientConn) error {
+	for token, secret := range c.holding() {
+		req := &wire.Request{V: wire.Version, ID: c.nextID.Add(1), Op: wire.OpReclaim, Reclaim: &wire.ReclaimRequest{Token: token, Secret: secret}}
+		b, err := wire.Encode(req)
+		if err != nil {
+			return err
+		}
+		r, _, err := cc.do(ctx, req.ID, b)
+		if err != nil {
+			return err
+		}
+		r.fds.close()
+		if r.err != nil {
+			return r.err
+		}
+		if r.rep.Error != nil {
+			c.forget(token) // the daemon no longer has it for us
+		}
+	}
+	return nil
+}
+
+// watch starts, once per connection, a goroutine that notices the daemon
+// closing the live connection while the Client holds references, and
+// then connects again (which reclaims them). It waits in the runtime's
+// poller on a duplicate of the connection's descriptor and reads nothing:
+// it only asks poll(2) whether the daemon hung up, so that replies are
+// left to the requests that wait for them.
+func (c *Client) watch() {
+	cc := c.live.Load()
+	if cc == nil || !cc.watched.CompareAndSwap(false, true) {
+		return
+	}
+	var fd int
+	var derr error
+	cc.rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
+	if derr != nil {
+		return // no watch: the next request reconnects and reclaims
+	}
+	f := os.NewFile(uintptr(fd), "sockfactory-watch")
+	cc.mu.Lock()
+	if cc.err != nil {
+		cc.mu.Unlock()
+		f.Close()
+		c.rejoinLater()
+		return
+	}
+	cc.watch = f
+	cc.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		hup := false
+		if rc, err := f.SyscallConn(); err == nil {
+			rc.Read(func(s uintptr) bool {
+				p := []unix.PollFd{{Fd: int32(s), Events: unix.POLLRDHUP}}
+				if n, _ := unix.Poll(p, 0); n > 0 && p[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR) != 0 {
+					hup = true
+					return true
+				}
+				return false // a reply arrived: a request reads it
+			})
+		}
+		if hup {
+			cc.close(fmt.Errorf("%w: daemon closed the connection", ErrUnavailable))
+		}
+		f.Close()
+		c.rejoin()
+	}()
+}
+
+// rejoinLater runs rejoin on a goroutine of the Client's.
+func (c *Client) rejoinLater() {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.rejoin()
+	}()
+}
+
+// rejoin connects again, with a growing pause between tries, for as long
+// as the Client holds references and is not closed; the new connection
+// reclaims them (connect) and is watched in turn.
+func (c *Client) rejoin() {
+	quit := c.quitChan()
+	pause := 20 * time.Millisecond
+	for {
+		c.mu.Lock()
+		closed := c.closed
+		c.mu.Unlock()
+		if closed || c.holding() == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := c.conn(ctx)
+		cancel()
+		if err == nil {
+			c.watch()
+			return
+		}
+		select {
+		case <-quit:
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
