@@ -329,7 +329,7 @@ type clientConn struct {
 	// with the connection.
 	watched atomic.Bool
 	watch   *os.File
-	wg     *sync.WaitGroup
+	wg      *sync.WaitGroup
 
 	// The reader token's holder alone uses these.
 	rc                syscall.RawConn

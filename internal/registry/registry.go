@@ -304,6 +304,39 @@ type Registry struct {
 	orphans      map[*Holder]struct{}
 	orphanTimer  *time.Timer
 	orphansUntil int64 // like socket.created
+	// store, if set, is told of every socket cached and closed, and of
+	// every change (see Store).
+	store Store
+}
+
+// Store is told, with the registry locked (so it must not block or call
+// back), of every socket the registry caches and closes, and of every
+// change to what it holds: systemd's fd store keeps the sockets of a
+// daemon that crashes, and a record of who held them.
+type Store interface {
+	// Add: a socket for key is cached; fd is the registry's own
+	// descriptor (duplicate it to keep it).
+	Add(key Key, fd int)
+	// Remove: the socket for key is closed.
+	Remove(key Key)
+	// Changed: references or sockets changed.
+	Changed()
+}
+
+// SetStore sets (or, with nil, unsets) the registry's Store. With nil,
+// sockets closed from now on (by Close, say) are not reported: a daemon
+// stopping with the fd store on leaves them in it.
+func (g *Registry) SetStore(s Store) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.store = s
+}
+
+// changed tells the store the registry changed.
+func (g *Registry) changed() {
+	if g.store != nil {
+		g.store.Changed()
+	}
 }
 
 // lending is a socket whose descriptor is lent out n times. A socket
@@ -510,6 +543,7 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 	} else {
 		g.hold(ref, r.Holder)
 	}
+	g.changed()
 	return grant, nil
 }
 
@@ -575,6 +609,9 @@ func (g *Registry) create(r *Request) (*socket, error) {
 	}
 	s := &socket{addr: local, fd: int32(fd), proto: uint8(proto), opts: g.internOpts(r.Options), created: g.now()}
 	g.sockets.insert(s)
+	if g.store != nil {
+		g.store.Add(g.key(s), fd)
+	}
 	return s, nil
 }
 
@@ -790,6 +827,7 @@ func (g *Registry) pickup(token string, h *Holder, allowed func(Key) bool, lend 
 	g.unlink(ref)
 	g.hold(ref, h)
 	grant := &Grant{Token: token, Key: g.key(s), File: dup, Shared: s.refs.next != nil, FD: fd, Reclaim: g.secret(ref.token).String()}
+	g.changed()
 	if fd >= 0 {
 		grant.lent = s
 	}
@@ -851,6 +889,7 @@ func (g *Registry) drop(ref *Ref) {
 		ref.next.prev = ref.prev
 	}
 	ref.next, ref.prev = nil, nil
+	g.changed()
 	g.countRef(s, -1)
 	g.tokens.remove(ref)
 	g.unlink(ref)
@@ -901,6 +940,9 @@ func (g *Registry) closeSocket(s *socket) {
 		delete(g.lingering, s)
 	}
 	g.sockets.remove(s)
+	if g.store != nil {
+		g.store.Remove(g.key(s))
+	}
 	g.releaseOpts(s.opts)
 	if l := g.lent[s]; l != nil {
 		l.closing = true // closed by the last Return
@@ -940,6 +982,9 @@ func (g *Registry) SetApp(h *Holder, app string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	h.App = app
+	if g.held[h] != nil {
+		g.changed()
+	}
 }
 
 // Counts reports the number of cached sockets and of references (pending

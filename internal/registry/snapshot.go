@@ -399,6 +399,7 @@ func (g *Registry) Reclaim(token, secret string, h *Holder) (*Grant, error) {
 	g.unlink(ref)
 	g.n.add(ref.who.UID, false, -1)
 	g.hold(ref, h)
+	g.changed()
 	s := ref.sock
 	return &Grant{Token: token, Key: g.key(s), Shared: s.refs.next != nil, FD: -1, Reclaim: want.String()}, nil
 }
