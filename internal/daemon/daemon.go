@@ -133,6 +133,9 @@ func (d *Daemon) recover() []string {
 		}
 		return rec.records
 	}
+	reg.OnOrphansReleased(func(n int) {
+		d.log.Info("reclaim grace over: released the references not reclaimed", "refs", n)
+	})
 	reg.Orphan(holders, d.cfg.ReclaimGrace)
 	socks, refs, pending := reg.Summary()
 	d.log.Info("restored from the fd store", "sockets", socks, "refs", refs, "pending", pending, "reclaim_grace", d.cfg.ReclaimGrace)
@@ -237,13 +240,13 @@ func (d *Daemon) ready() {
 // serveProbe serves one watchdog probe connection as if accepted.
 func (d *Daemon) serveProbe(c *net.UnixConn) { d.srv.ServeConn(c) }
 
-// statusLoop sends STATUS= when what it says has changed, at most every
-// few seconds.
+// statusLoop sends STATUS= when what it says has changed, checking every
+// 2 s.
 func (d *Daemon) statusLoop() {
 	if !d.notify.enabled() {
 		return
 	}
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	last := ""
 	for {

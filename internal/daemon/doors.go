@@ -62,7 +62,7 @@ const (
 // the wrong kind.
 func OpenFrontDoors(cfg *config.Config) (*FrontDoors, error) {
 	files := activation.Files(true)
-	d := &FrontDoors{Clearwater: make([]*net.UnixListener, len(cfg.Clearwater)), Activated: len(files) > 0}
+	d := &FrontDoors{Clearwater: make([]*net.UnixListener, len(cfg.Clearwater))}
 	fail := func(err error) (*FrontDoors, error) {
 		d.Close()
 		for _, f := range files {
@@ -81,6 +81,7 @@ func OpenFrontDoors(cfg *config.Config) (*FrontDoors, error) {
 			return fail(err)
 		}
 		f.Close()
+		d.Activated = true
 	}
 	if d.Native == nil {
 		ln, err := server.Listen("unixpacket", cfg.Socket, cfg.SocketMode, cfg.SocketGID)

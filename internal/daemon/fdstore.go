@@ -369,9 +369,12 @@ func recoverStore(n *notifier, log *slog.Logger, stored []*os.File) *recovered {
 	for name, f := range byName {
 		drop(name, f, "the crash record does not list it")
 	}
+	// Every holder is an orphan now; the caller says so with its grace
+	// (Registry.Orphan), so that no grace in the record applies.
 	for i := range st.Holders {
-		st.Holders[i].Orphan = true
+		st.Holders[i].Orphan = false
 	}
+	st.OrphanGrace = 0
 	out.state = st
 	return out
 }

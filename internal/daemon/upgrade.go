@@ -119,11 +119,13 @@ func (d *Daemon) upgrade(ctx context.Context) error {
 	if err := d.srv.Pause(ctx); err != nil {
 		return resume(err)
 	}
-	body, fds, err := d.export(start)
+	body, fds, sent, err := d.export(start)
 	if err != nil {
 		return resume(err)
 	}
-	if err := p.Send(ctx, v, body, fds); err != nil {
+	err = p.Send(ctx, v, body, fds)
+	sent()
+	if err != nil {
 		return resume(err)
 	}
 	if err := p.Prepared(ctx); err != nil {
@@ -178,7 +180,7 @@ func childEnv() []string {
 }
 
 // export writes the state out, with the listeners' descriptors first.
-func (d *Daemon) export(start time.Time) ([]byte, []int, error) {
+func (d *Daemon) export(start time.Time) ([]byte, []int, func(), error) {
 	p := payload{OldPID: os.Getpid(), Daemon: version.Version}
 	var fds []int
 	add := func(kind, path string, l *net.UnixListener) error {
@@ -192,16 +194,16 @@ func (d *Daemon) export(start time.Time) ([]byte, []int, error) {
 		return nil
 	}
 	if err := add("native", d.cfg.Socket, d.doors.Native); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for i, c := range d.cfg.Clearwater {
 		if err := add("clearwater", c.Socket, d.doors.Clearwater[i]); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
-	st, sfds, err := d.srv.Export()
+	st, sfds, done, err := d.srv.Export()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	off := len(fds)
 	for i := range st.Registry.Sockets {
@@ -218,9 +220,10 @@ func (d *Daemon) export(start time.Time) ([]byte, []int, error) {
 	p.ElapsedMS = time.Since(start).Milliseconds()
 	b, err := json.Marshal(&p)
 	if err != nil {
-		return nil, nil, err
+		done()
+		return nil, nil, nil, err
 	}
-	return b, fds, nil
+	return b, fds, done, nil
 }
 
 // rawFD is l's descriptor, without changing its mode (unlike File).

@@ -304,6 +304,7 @@ type Registry struct {
 	orphans      map[*Holder]struct{}
 	orphanTimer  *time.Timer
 	orphansUntil int64 // like socket.created
+	onOrphans    func(n int)
 	// store, if set, is told of every socket cached and closed, and of
 	// every change (see Store).
 	store Store

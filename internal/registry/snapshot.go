@@ -82,6 +82,10 @@ type RefState struct {
 func (g *Registry) Snapshot(known []*Holder) (*State, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.snapshotLocked(known)
+}
+
+func (g *Registry) snapshotLocked(known []*Holder) (*State, error) {
 	if g.closed {
 		return nil, ErrClosed
 	}
@@ -145,6 +149,28 @@ func (g *Registry) Snapshot(known []*Holder) (*State, error) {
 	return st, nil
 }
 
+// SnapshotLent is Snapshot with every socket's descriptor lent, as
+// Request.Lend lends one: none is closed (a linger time or a token
+// running out meanwhile) until done is called, so that the caller may
+// send them later. Call done exactly once, after sending.
+func (g *Registry) SnapshotLent(known []*Holder) (st *State, done func(), err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st, err = g.snapshotLocked(known); err != nil {
+		return nil, nil, err
+	}
+	var lent []*socket
+	for _, s := range g.sockets.all() {
+		g.lend(s)
+		lent = append(lent, s)
+	}
+	return st, func() {
+		for _, s := range lent {
+			g.Return(&Grant{lent: s, FD: int(s.fd)})
+		}
+	}, nil
+}
+
 // ErrBadState is wrapped by Restore's errors: a state that does not
 // describe a cache this registry can hold.
 var ErrBadState = errors.New("invalid registry state")
@@ -184,7 +210,14 @@ func (g *Registry) Restore(st *State, fds []int) ([]*Holder, error) {
 		closeAll()
 		return nil, fmt.Errorf("%w: the reclaim key is not %d hex-encoded bytes", ErrBadState, len(g.reclaimKey))
 	}
+	oldKey := g.reclaimKey
 	copy(g.reclaimKey[:], key)
+	bad = func(format string, args ...any) ([]*Holder, error) {
+		g.dropAllLocked()
+		g.reclaimKey = oldKey
+		closeAll()
+		return nil, fmt.Errorf("%w: %s", ErrBadState, fmt.Sprintf(format, args...))
+	}
 	holders := make([]*Holder, len(st.Holders))
 	for i, h := range st.Holders {
 		holders[i] = &Holder{UID: h.UID, PID: h.PID, App: h.App}
@@ -193,8 +226,8 @@ func (g *Registry) Restore(st *State, fds []int) ([]*Holder, error) {
 	now := g.now()
 	for i := range st.Sockets {
 		ss := &st.Sockets[i]
-		if ss.FD < 0 || ss.FD >= len(fds) || used[ss.FD] {
-			return bad("socket %s %s: descriptor index %d is out of range or used twice", ss.Proto, ss.Addr, ss.FD)
+		if ss.FD < 0 || ss.FD >= len(fds) || used[ss.FD] || fds[ss.FD] < 0 {
+			return bad("socket %s %s: descriptor index %d is out of range, used twice or names no descriptor", ss.Proto, ss.Addr, ss.FD)
 		}
 		if ss.Proto == "" || !ss.Addr.IsValid() {
 			return bad("socket %d has no protocol or address", i)
@@ -342,7 +375,23 @@ func (g *Registry) orphanLocked(hs []*Holder, grace time.Duration) {
 	if g.orphanTimer != nil {
 		g.orphanTimer.Stop()
 	}
-	g.orphanTimer = time.AfterFunc(grace, func() { g.ReleaseOrphans() })
+	// A timer that fired while the lock was held cannot be stopped: only
+	// the current one may release the orphans.
+	var t *time.Timer
+	t = time.AfterFunc(grace, func() {
+		g.mu.Lock()
+		if g.orphanTimer != t {
+			g.mu.Unlock()
+			return
+		}
+		n := g.releaseOrphansLocked()
+		f := g.onOrphans
+		g.mu.Unlock()
+		if f != nil {
+			f(n)
+		}
+	})
+	g.orphanTimer = t
 }
 
 // ReleaseOrphans drops every reference still held by an orphaned holder
@@ -350,6 +399,10 @@ func (g *Registry) orphanLocked(hs []*Holder, grace time.Duration) {
 func (g *Registry) ReleaseOrphans() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.releaseOrphansLocked()
+}
+
+func (g *Registry) releaseOrphansLocked() int {
 	n := 0
 	for h := range g.orphans {
 		if hl := g.held[h]; hl != nil {
@@ -411,4 +464,13 @@ func (g *Registry) stopOrphans() {
 		g.orphanTimer = nil
 	}
 	g.orphans = nil
+}
+
+// OnOrphansReleased sets f to be called, without the registry locked,
+// with the number of references released when an orphans' grace period
+// ends.
+func (g *Registry) OnOrphansReleased(f func(n int)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.onOrphans = f
 }

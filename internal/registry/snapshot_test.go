@@ -612,10 +612,7 @@ func snapSocket(t *testing.T, st *State, k Key) *SocketState {
 
 // snapKnownBugs are cases of TestRestoreRefusesBadState that fail for a
 // bug in snapshot.go not fixed yet, and are skipped until it is.
-var snapKnownBugs = map[string]string{
-	"fd slot holds no descriptor": "snapshot.go bug: Restore takes a descriptor slot holding -1 for a socket " +
-		"(fd -1, which closeSocket takes for closed: it stays cached for good); the fix adds fds[ss.FD] < 0 to Restore's first check",
-}
+var snapKnownBugs = map[string]string{}
 
 // TestRestoreRefusesBadState: a state that does not describe a cache is
 // refused with ErrBadState, wherever the fault is (before any socket is
@@ -1083,8 +1080,6 @@ func TestOrphanReclaim(t *testing.T) {
 // old period's timer, already fired, must not release the orphans of the
 // new one.
 func TestOrphanAgainBeforeTimerRuns(t *testing.T) {
-	t.Skip("snapshot.go bug: orphanLocked's timer releases the orphans even when a later Orphan replaced it " +
-		"after it fired; the fix checks g.orphanTimer == t under the lock, as lingerLocked does")
 	snapCheckFDs(t)
 	g := New(time.Minute)
 	defer g.Close()

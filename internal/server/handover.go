@@ -210,11 +210,12 @@ func (s *Server) Resume() {
 
 // Export writes out, while paused, every session and the cache, with the
 // descriptors they stand on: State's FD values index fds. The descriptors
-// are the server's own, valid until Commit or Resume; the caller sends
-// (duplicates) them and closes none.
-func (s *Server) Export() (*State, []int, error) {
+// are the server's own; the cached sockets' stay open until the caller
+// calls done, which it must do once, after sending (duplicating) them; it
+// closes none.
+func (s *Server) Export() (*State, []int, func(), error) {
 	if !s.pausing() {
-		return nil, nil, errors.New("export needs the server paused")
+		return nil, nil, nil, errors.New("export needs the server paused")
 	}
 	s.mu.Lock()
 	sessions := make([]*session, 0, len(s.sessions))
@@ -228,9 +229,9 @@ func (s *Server) Export() (*State, []int, error) {
 	for i, ss := range sessions {
 		holders[i] = ss.holder
 	}
-	rs, err := s.registry.Snapshot(holders)
+	rs, done, err := s.registry.SnapshotLent(holders)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	st := &State{Registry: rs, Options: make([]binder.Options, len(rs.Sockets))}
 	var fds []int
@@ -238,7 +239,8 @@ func (s *Server) Export() (*State, []int, error) {
 		sk := &rs.Sockets[i]
 		o, ok := sk.Options.(binder.Options)
 		if !ok && sk.Options != nil {
-			return nil, nil, fmt.Errorf("socket %s %s has options of type %T", sk.Proto, sk.Addr, sk.Options)
+			done()
+			return nil, nil, nil, fmt.Errorf("socket %s %s has options of type %T", sk.Proto, sk.Addr, sk.Options)
 		}
 		st.Options[i] = o
 		fds = append(fds, sk.FD)
@@ -256,7 +258,7 @@ func (s *Server) Export() (*State, []int, error) {
 			App: app, Holder: i, UpgradeReply: up,
 		})
 	}
-	return st, fds, nil
+	return st, fds, done, nil
 }
 
 // Commit ends a pause for good, after the next daemon has taken the
