@@ -189,3 +189,42 @@ func TestIntegrationSocketActivationMismatch(t *testing.T) {
 		t.Errorf("the daemon listened anyway:\n%s", a.log)
 	}
 }
+
+// TestIntegrationContribUnits checks contrib/systemd's units with
+// systemd-analyze verify, pointed at the built binaries. Settings newer
+// than this machine's systemd (Type=notify-reload and
+// FileDescriptorStorePreserve= need 253 and 254) are the only complaints
+// allowed.
+func TestIntegrationContribUnits(t *testing.T) {
+	requireRoot(t)
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		socketActivate(t) // fails or skips with the same advice
+		t.Skip("systemd-analyze not found")
+	}
+	dir := publicTempDir(t)
+	for _, name := range []string{"sockfactoryd.service", "sockfactoryd.socket"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "contrib", "systemd", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.ReplaceAll(string(b), "/usr/local/bin/sockfactoryd", bin.daemon)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, _ := exec.Command(analyze, "verify", filepath.Join(dir, "sockfactoryd.service"), filepath.Join(dir, "sockfactoryd.socket")).CombinedOutput()
+	allowed := []string{"Failed to parse service type, ignoring: notify-reload", "Unknown key 'FileDescriptorStorePreserve'"}
+	for line := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
+		if line == "" {
+			continue
+		}
+		ok := false
+		for _, a := range allowed {
+			ok = ok || strings.Contains(line, a)
+		}
+		if !ok {
+			t.Errorf("systemd-analyze verify: %s", line)
+		}
+	}
+}
