@@ -1231,7 +1231,9 @@ func TestIntegrationChaos(t *testing.T) {
 		Echo:       echo,
 		Closed:     "127.0.0.1:" + closed,
 		Ports:      ports[:3],
-		Netns:      fmt.Sprintf("/proc/%d/ns/net", d.cmd.Process.Pid),
+		// Not /proc/PID/ns/net: the daemon that made the namespace
+		// is replaced by upgrades.
+		Netns: ns.Path(),
 	}
 
 	// Warm up: one client runs every operation once and releases
@@ -1256,8 +1258,20 @@ func TestIntegrationChaos(t *testing.T) {
 	baseFDs, baseStats := d.fds(), st
 	t.Logf("baseline: %d fds, %d goroutines, heap %d KiB, rss %d KiB", baseFDs, baseStats.Goroutines, baseStats.HeapBytes>>10, chaosRSS(t, d.cmd.Process.Pid)>>10)
 
-	// The chaos.
+	// The chaos, with the daemon upgraded live in its midst: nothing a
+	// client sees may change (the checks of every operation apply), and
+	// afterwards the newest daemon is held to the first one's baseline.
 	ct = &chaosTally{opsStarted: map[string]int{}, opsKilled: map[string]int{}, ops: map[string]int{}, outcomes: map[string]int{}}
+	pid := d.cmd.Process.Pid
+	upgraded := make(chan []string, 1)
+	stopUpgrades := make(chan struct{})
+	go func() { upgraded <- chaosUpgrades(d.socket, &pid, stopUpgrades) }()
+	t.Cleanup(func() {
+		// The harness stops the first daemon; the newest is this one.
+		if pid != d.cmd.Process.Pid && d.cmd != nil {
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
+	})
 	start := time.Now()
 	sem := make(chan struct{}, chaosParallel)
 	var wg sync.WaitGroup
@@ -1282,6 +1296,14 @@ func TestIntegrationChaos(t *testing.T) {
 	}
 	wg.Wait()
 	took := time.Since(start)
+	close(stopUpgrades)
+	for _, e := range <-upgraded {
+		t.Errorf("upgrade during the chaos: %s", e)
+	}
+	if pid == d.cmd.Process.Pid {
+		t.Errorf("no upgrade happened during the chaos")
+	}
+	t.Logf("daemon pid after the upgrades: %d (first %d)", pid, d.cmd.Process.Pid)
 
 	t.Logf("chaos: %d client processes in %v (at most %d at once): %d finished (the slowest in %v; the slowest operation %s in %v), %d killed with SIGKILL (%d kills came too late), %d failed, %d violations",
 		ct.started, took.Round(time.Millisecond), chaosParallel, ct.finished, ct.slowest.Round(time.Millisecond), ct.slowestOp, ct.slowestOpTook,
@@ -1309,7 +1331,7 @@ func TestIntegrationChaos(t *testing.T) {
 	}
 
 	// The daemon is alive and answers.
-	if err := d.cmd.Process.Signal(syscall.Signal(0)); err != nil {
+	if err := syscall.Kill(pid, 0); err != nil {
 		t.Fatalf("daemon is gone after the chaos: %v\n%s", err, d.log)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -1331,9 +1353,11 @@ func TestIntegrationChaos(t *testing.T) {
 	if !poll(30*time.Second, settled) {
 		t.Errorf("after the chaos: %d sessions, %d references, %d sockets; want 1 (the admin's), 0, 0", st.Sessions, st.Refs, st.Sockets)
 	}
+	// The first daemon also had what the harness leaked into it, which
+	// it sealed and no daemon it starts gets: at most the baseline.
 	var fds int
-	if !poll(30*time.Second, func() bool { fds = d.fds(); return fds == baseFDs }) {
-		t.Errorf("daemon fd count after the chaos: got %d, want baseline %d", fds, baseFDs)
+	if !poll(30*time.Second, func() bool { fds = chaosFDs(t, pid); return fds <= baseFDs }) {
+		t.Errorf("daemon fd count after the chaos: got %d, want at most the baseline %d", fds, baseFDs)
 	}
 	// Goroutines: the baseline and this count both include the admin's
 	// session and the goroutine serving the status request itself, so no
@@ -1347,7 +1371,7 @@ func TestIntegrationChaos(t *testing.T) {
 	if st.HeapBytes > chaosHeapBound {
 		t.Errorf("daemon heap after the chaos: %d MiB, want at most %d MiB", st.HeapBytes>>20, chaosHeapBound>>20)
 	}
-	rss, rssBound := chaosRSS(t, d.cmd.Process.Pid), int64(chaosRSSBound)
+	rss, rssBound := chaosRSS(t, pid), int64(chaosRSSBound)
 	if raceEnabled {
 		rssBound = chaosRaceRSSBound
 	}
@@ -1362,4 +1386,37 @@ func TestIntegrationChaos(t *testing.T) {
 			t.Errorf("daemon log has %q:\n%s", bad, log[max(0, i-2000):min(len(log), i+4000)])
 		}
 	}
+}
+
+// chaosUpgrades upgrades the daemon at socket every 1.5 s until stop is
+// closed, at most three times, keeping *pid the serving daemon's. It
+// returns what went wrong, and how many upgrades there were.
+func chaosUpgrades(socket string, pid *int, stop <-chan struct{}) (errs []string) {
+	for range 3 {
+		select {
+		case <-stop:
+			return errs
+		case <-time.After(1500 * time.Millisecond):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		out, err := exec.CommandContext(ctx, bin.cli, "--socket", socket, "upgrade").CombinedOutput()
+		cancel()
+		var oldPID, newPID int
+		if _, serr := fmt.Sscanf(string(out), "upgraded: pid %d -> %d", &oldPID, &newPID); err != nil || serr != nil || oldPID != *pid {
+			errs = append(errs, fmt.Sprintf("%v: %q (serving pid %d)", err, out, *pid))
+			continue
+		}
+		*pid = newPID
+	}
+	return errs
+}
+
+// chaosFDs counts pid's open descriptors.
+func chaosFDs(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatalf("counting the daemon's fds: %v", err)
+	}
+	return len(ents)
 }

@@ -53,6 +53,13 @@ func OpenNetnsPath(path string) (*Netns, error) {
 // Close closes n's descriptor; sockets made in n keep it alive.
 func (n *Netns) Close() error { return n.f.Close() }
 
+// Path is a path that names the namespace for as long as n is open, in
+// any process: this process's descriptor of it under /proc. Unlike
+// /proc/PID/ns/net it outlives the process that made the namespace.
+func (n *Netns) Path() string {
+	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.f.Fd())
+}
+
 // NewNetns makes a fresh network namespace, with lo up and nothing else,
 // held until the test ends. Only the unshare(2) that makes it runs on a
 // locked OS thread, which then goes back to the test's namespace.
