@@ -94,7 +94,7 @@ func requireRoot(t *testing.T) {
 
 // daemon is a running sockfactoryd process.
 type daemon struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	dir    string
 	socket string
@@ -107,7 +107,7 @@ type daemon struct {
 }
 
 // publicTempDir returns a fresh directory other uids can enter.
-func publicTempDir(t *testing.T) string {
+func publicTempDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "sockfactory-e2e-")
 	if err != nil {
@@ -123,14 +123,14 @@ func publicTempDir(t *testing.T) string {
 // startDaemon writes config (with %SOCKET% replaced by the socket path) and
 // starts the daemon on it; it waits until the socket answers. Cleanup stops
 // it with SIGTERM and checks it exits 0 and removes its socket.
-func startDaemon(t *testing.T, config string) *daemon {
+func startDaemon(t testing.TB, config string) *daemon {
 	t.Helper()
 	return startDaemonWith(t, config, nil)
 }
 
 // startDaemonWith is startDaemon with prepare, if not nil, adjusting the
 // command before it starts (see daemon.prepare).
-func startDaemonWith(t *testing.T, config string, prepare func(*exec.Cmd)) *daemon {
+func startDaemonWith(t testing.TB, config string, prepare func(*exec.Cmd)) *daemon {
 	t.Helper()
 	dir := publicTempDir(t)
 	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "run", "sockfactory.sock"), config: filepath.Join(dir, "sockfactoryd.toml"), prepare: prepare}
@@ -270,7 +270,7 @@ func (d *daemon) client() *sockfactory.Client {
 }
 
 // waitFor polls cond until it holds, failing the test after 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	if !poll(10*time.Second, cond) {
 		t.Fatalf("timed out waiting for %s", what)
@@ -310,7 +310,7 @@ func (s *syncBuffer) String() string {
 
 // echoServer listens on network/addr (e.g. "tcp", "127.0.0.1:0") and echoes
 // each connection until it closes. It returns the listening address.
-func echoServer(t *testing.T, network, addr string) string {
+func echoServer(t testing.TB, network, addr string) string {
 	t.Helper()
 	l, err := net.Listen(network, addr)
 	if err != nil {
@@ -332,7 +332,7 @@ func echoServerNetns(t *testing.T, ns *testnet.Netns, network, addr string) stri
 
 // serveEcho echoes each connection l accepts until it closes; l is closed
 // at cleanup. It returns l's address.
-func serveEcho(t *testing.T, l net.Listener) string {
+func serveEcho(t testing.TB, l net.Listener) string {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { l.Close(); wg.Wait() })
 	wg.Add(1)
@@ -357,7 +357,7 @@ func serveEcho(t *testing.T, l net.Listener) string {
 // runCLI runs the sockfactory CLI with stdin; opts adjust the process (a
 // new network namespace, another uid). It returns stdout, stderr and the
 // exit code.
-func runCLI(t *testing.T, stdin string, attr *syscall.SysProcAttr, args ...string) (string, string, int) {
+func runCLI(t testing.TB, stdin string, attr *syscall.SysProcAttr, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
