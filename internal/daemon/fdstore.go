@@ -44,9 +44,12 @@ type record struct {
 	Written time.Time `json:"written"`
 	// State is the cache, holders included; SocketState.FD is unused
 	// (-1): Names say which stored descriptor is which socket.
-	State   *registry.State  `json:"state"`
-	Options []binder.Options `json:"options"`
-	Names   []string         `json:"names"`
+	State *registry.State `json:"state"`
+	// OptionSets are the distinct socket options, Options the index
+	// into them of each socket's.
+	OptionSets []binder.Options `json:"option_sets"`
+	Options    []int            `json:"options"`
+	Names      []string         `json:"names"`
 }
 
 // storeName is the FDNAME= of a cached socket: "sf-tcp-8080-127.0.0.1",
@@ -198,11 +201,18 @@ func (f *fdStore) write() error {
 		f.Changed()
 		return nil
 	}
-	rec := record{Version: recordVersion, Written: time.Now(), State: st, Options: make([]binder.Options, len(st.Sockets))}
+	rec := record{Version: recordVersion, Written: time.Now(), State: st, Options: make([]int, len(st.Sockets))}
+	sets := map[binder.Options]int{}
 	for i := range st.Sockets {
 		s := &st.Sockets[i]
 		o, _ := s.Options.(binder.Options)
-		rec.Options[i] = o
+		j, ok := sets[o]
+		if !ok {
+			j = len(rec.OptionSets)
+			sets[o] = j
+			rec.OptionSets = append(rec.OptionSets, o)
+		}
+		rec.Options[i] = j
 		rec.Names = append(rec.Names, storeName(registry.Key{Proto: s.Proto, Addr: s.Addr}))
 		s.FD = -1
 	}
@@ -249,6 +259,11 @@ func readRecord(f *os.File) (*record, error) {
 	}
 	if rec.Version != recordVersion || rec.State == nil || len(rec.Options) != len(rec.State.Sockets) || len(rec.Names) != len(rec.State.Sockets) {
 		return nil, fmt.Errorf("format %d, or its lists disagree", rec.Version)
+	}
+	for _, j := range rec.Options {
+		if j < 0 || j >= len(rec.OptionSets) {
+			return nil, fmt.Errorf("an option set index %d of %d", j, len(rec.OptionSets))
+		}
 	}
 	return &rec, nil
 }
@@ -326,7 +341,6 @@ func recoverStore(n *notifier, log *slog.Logger, stored []*os.File) *recovered {
 	st := best.State
 	elapsed := max(time.Since(best.Written), 0)
 	kept := st.Sockets[:0]
-	var opts []binder.Options
 	for i, s := range st.Sockets {
 		name := best.Names[i]
 		f := byName[name]
@@ -361,9 +375,8 @@ func recoverStore(n *notifier, log *slog.Logger, stored []*os.File) *recovered {
 		if len(s.Refs) == 0 {
 			s.Idle += elapsed
 		}
-		s.Options = best.Options[i]
+		s.Options = best.OptionSets[best.Options[i]]
 		kept = append(kept, s)
-		opts = append(opts, best.Options[i])
 	}
 	st.Sockets = kept
 	for name, f := range byName {

@@ -31,6 +31,10 @@ const upgradeConfig = `
 socket = "%SOCKET%"
 upgrade_timeout = "%UPGRADE_TIMEOUT%"
 
+[limits]
+sockets = 20000
+sockets_per_uid = 20000
+
 [[rule]]
 name = "root"
 users = ["root"]

@@ -29,8 +29,11 @@ type State struct {
 	// Registry is the bound-socket cache; its SocketState.FD values
 	// index the descriptors.
 	Registry *registry.State `json:"registry"`
-	// Options are the socket options of Registry.Sockets, index by index.
-	Options []binder.Options `json:"options"`
+	// OptionSets are the distinct socket options of the cached sockets,
+	// and Options the index into them of each of Registry.Sockets, in
+	// order: most sockets share a few sets.
+	OptionSets []binder.Options `json:"option_sets"`
+	Options    []int            `json:"options"`
 	// Sessions are the client connections.
 	Sessions []SessionState `json:"sessions"`
 }
@@ -233,7 +236,8 @@ func (s *Server) Export() (*State, []int, func(), error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	st := &State{Registry: rs, Options: make([]binder.Options, len(rs.Sockets))}
+	st := &State{Registry: rs, Options: make([]int, len(rs.Sockets))}
+	sets := map[binder.Options]int{}
 	var fds []int
 	for i := range rs.Sockets {
 		sk := &rs.Sockets[i]
@@ -242,7 +246,13 @@ func (s *Server) Export() (*State, []int, func(), error) {
 			done()
 			return nil, nil, nil, fmt.Errorf("socket %s %s has options of type %T", sk.Proto, sk.Addr, sk.Options)
 		}
-		st.Options[i] = o
+		j, ok := sets[o]
+		if !ok {
+			j = len(st.OptionSets)
+			sets[o] = j
+			st.OptionSets = append(st.OptionSets, o)
+		}
+		st.Options[i] = j
 		fds = append(fds, sk.FD)
 		sk.FD = len(fds) - 1
 	}
@@ -303,7 +313,15 @@ func (s *Server) Import(st *State, fds []int, upgraded *wire.UpgradeResult) erro
 			closeAll()
 			return fmt.Errorf("%w: socket %s %s names descriptor %d of %d", registry.ErrBadState, sk.Proto, sk.Addr, sk.FD, len(fds))
 		}
-		sk.Options = st.Options[i]
+		j := st.Options[i]
+		if j < 0 || j >= len(st.OptionSets) {
+			for _, fd := range regFDs {
+				unix.Close(fd)
+			}
+			closeAll()
+			return fmt.Errorf("%w: socket %s %s names option set %d of %d", registry.ErrBadState, sk.Proto, sk.Addr, j, len(st.OptionSets))
+		}
+		sk.Options = st.OptionSets[j]
 		regFDs = append(regFDs, fds[sk.FD])
 		fds[sk.FD] = -1
 		sk.FD = len(regFDs) - 1
