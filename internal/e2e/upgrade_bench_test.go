@@ -133,4 +133,3 @@ func benchUpgrade(b *testing.B, held int) {
 	b.ReportMetric(pct(outside, 0.99), "base-p99-ms")
 	b.ReportMetric(float64(len(during))/float64(b.N), "reqs-in-upgrade")
 }
-
