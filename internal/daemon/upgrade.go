@@ -116,21 +116,27 @@ func (d *Daemon) upgrade(ctx context.Context) error {
 		d.log.Warn("upgrade: resumed serving", "err", err)
 		return err
 	}
+	t0 := time.Now()
 	if err := d.srv.Pause(ctx); err != nil {
 		return resume(err)
 	}
+	t1 := time.Now()
 	body, fds, sent, err := d.export(start)
 	if err != nil {
 		return resume(err)
 	}
+	t2 := time.Now()
 	err = p.Send(ctx, v, body, fds)
 	sent()
 	if err != nil {
 		return resume(err)
 	}
+	t3 := time.Now()
 	if err := p.Prepared(ctx); err != nil {
 		return resume(err)
 	}
+	d.log.Debug("upgrade: phases", "start", t0.Sub(start), "pause", t1.Sub(t0), "export", t2.Sub(t1), "send", t3.Sub(t2),
+		"take", time.Since(t3), "bytes", len(body), "fds", len(fds))
 	if err := p.Commit(); err != nil {
 		return resume(err)
 	}
@@ -251,7 +257,9 @@ func (d *Daemon) runChild(c *handover.Child) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), max(d.cfg.UpgradeTimeout, time.Second))
 	defer cancel()
+	t0 := time.Now()
 	_, body, fds, err := c.Receive(ctx)
+	t1 := time.Now()
 	if err != nil {
 		d.log.Error("upgrade: no state received; the running daemon keeps serving", "err", err)
 		c.Close()
@@ -277,6 +285,7 @@ func (d *Daemon) runChild(c *handover.Child) int {
 		}
 		return fail(fmt.Errorf("reading the state: %w", err))
 	}
+	t2 := time.Now()
 	owned, err := d.adopt(p.Listeners, fds)
 	if err != nil {
 		closeFDs()
@@ -289,6 +298,7 @@ func (d *Daemon) runChild(c *handover.Child) int {
 		return fail(fmt.Errorf("taking the sessions and sockets: %w", err))
 	}
 	res.TookMS = p.ElapsedMS + time.Since(received).Milliseconds()
+	d.log.Debug("upgrade: take-over phases", "receive", t1.Sub(t0), "decode", t2.Sub(t1), "restore", time.Since(t2))
 	if err := c.Prepared(); err != nil {
 		d.log.Error("upgrade: the running daemon is gone; exiting", "err", err)
 		return 1

@@ -404,3 +404,45 @@ func daemonSocketInodes(t *testing.T, pid int) []uint64 {
 	u := &upgradable{pid: pid}
 	return u.socketInodes(t)
 }
+
+// TestIntegrationStopKeepsStore stops a daemon that keeps the fd store
+// with SIGTERM, as systemctl restart does, and starts it again: the held
+// socket is back, and the Go Listener's client reclaims its reference.
+func TestIntegrationStopKeepsStore(t *testing.T) {
+	requireRoot(t)
+	s := startSupervised(t, sdsup.Options{FDStoreMax: 64}, "30s")
+	ctx := context.Background()
+	holder := &sockfactory.Client{Socket: s.socket, App: "holder"}
+	defer holder.Close()
+	ln, err := holder.Listen(ctx, "tcp", "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ino := inode(t, ln.TCPListener)
+	waitFor(t, "the socket and the records in the store", func() bool { return len(s.sup.StoreNames()) == 3 })
+	pid := s.cmd.Process.Pid
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.wait("STOPPING=1", func(m sdsup.Message) bool { return m.PID == int32(pid) && has(m, "STOPPING", "1") })
+	if err := <-s.exited; err != nil {
+		t.Fatalf("daemon exit after SIGTERM: %v", err)
+	}
+	s.cmd = nil
+	if !strings.Contains(s.log.String(), "leaving the held sockets in the fd store") {
+		t.Errorf("the stopping daemon does not say it leaves the sockets in the store")
+	}
+	if names := s.sup.StoreNames(); len(names) != 3 {
+		t.Errorf("store after the stop: %v, want the socket and the two records", names)
+	}
+	s.start()
+	waitFor(t, "the holder's reclaim", func() bool { return strings.Contains(s.log.String(), "op=reclaim") })
+	if !slices.Contains(daemonSocketInodes(t, s.cmd.Process.Pid), ino) {
+		t.Errorf("the restarted daemon does not hold the Listener's socket")
+	}
+	admin := &sockfactory.Client{Socket: s.socket}
+	defer admin.Close()
+	ss, err := admin.Status(ctx)
+	if err != nil || len(ss) != 1 || ss[0].Holders[0].App != "holder" {
+		t.Errorf("status after the restart: %v %+v, want the holder's socket", err, ss)
+	}
+}
