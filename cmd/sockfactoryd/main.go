@@ -215,13 +215,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	raiseNoFile(log)
 	reportCaps(log, cfg)
+	parent := daemon.ParentFromEnv()
 	return daemon.Run(daemon.Options{
 		Config:    cfg,
 		Load:      f.load,
 		Logger:    log,
 		Flush:     func() { lw.Flush() },
 		Doors:     doors,
-		Inherited: lns != nil,
+		Inherited: lns != nil || parent != nil,
+		Parent:    parent,
 		Signals:   sigs,
 	})
 }

@@ -12,10 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfactory/sockfactory/internal/config"
+	"github.com/sockfactory/sockfactory/internal/daemon"
 	"github.com/sockfactory/sockfactory/internal/privdrop"
 )
 
@@ -115,18 +117,36 @@ func dropPrivileges(log *slog.Logger, c *config.Config, lns []*net.UnixListener)
 		log.Error("cannot find own executable", "err", err)
 		return 1
 	}
+	// A live upgrade starts the next daemon as a child of the serving
+	// one, which then exits: as a child subreaper this process adopts it,
+	// and the old daemon tells it the new one's pid on this pipe (see
+	// daemon.ParentEnv) before it exits.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		closeFiles()
+		log.Error("cannot become a child subreaper", "err", os.NewSyscallError("prctl", err))
+		return 1
+	}
+	reports, report, err := os.Pipe()
+	if err != nil {
+		closeFiles()
+		log.Error("cannot make the upgrade pipe", "err", err)
+		return 1
+	}
+	defer reports.Close()
 	cmd := exec.Command(self, os.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
-	cmd.ExtraFiles = files
+	cmd.ExtraFiles = append(files, report)
 	// The socket path is fixed here: the default depends on the uid, and
 	// the child must name the socket it was given. The configuration file
 	// must be readable by c.User: the child reads it (and again on reload).
-	cmd.Env = append(os.Environ(), privdrop.InheritEnv+"="+strconv.Itoa(len(files)), "SOCKFACTORY_SOCKET="+c.Socket)
+	cmd.Env = append(os.Environ(), privdrop.InheritEnv+"="+strconv.Itoa(len(files)), "SOCKFACTORY_SOCKET="+c.Socket,
+		daemon.ParentEnv+"="+strconv.Itoa(3+len(files)))
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	done, err := privdrop.Start(cmd, t)
 	closeFiles() // the child has its own copies
+	report.Close()
 	if err != nil {
 		log.Error("cannot start the unprivileged daemon", "user", c.User, "err", err)
 		return 1
@@ -135,12 +155,20 @@ func dropPrivileges(log *slog.Logger, c *config.Config, lns []*net.UnixListener)
 		l.SetUnlinkOnClose(false)
 		l.Close()
 	}
-	log.Info("dropped privileges", "user", c.User, "uid", c.UID, "gid", c.GID, "groups", c.Groups, "capabilities", names, "pid", cmd.Process.Pid)
+	pid := cmd.Process.Pid
+	log.Info("dropped privileges", "user", c.User, "uid", c.UID, "gid", c.GID, "groups", c.Groups, "capabilities", names, "pid", pid)
 	for {
 		select {
 		case s := <-sigs:
-			cmd.Process.Signal(s)
+			syscall.Kill(pid, s.(syscall.Signal))
 		case err := <-done:
+			if next := upgradedTo(reports); next > 0 {
+				// The daemon handed over to next, now this process's
+				// child: serve on with it.
+				log.Info("the unprivileged daemon was upgraded", "old_pid", pid, "pid", next)
+				pid, done = next, waitPID(next)
+				continue
+			}
 			os.Remove(c.Socket)
 			for _, cw := range c.Clearwater {
 				os.Remove(cw.Socket)
@@ -149,6 +177,10 @@ func dropPrivileges(log *slog.Logger, c *config.Config, lns []*net.UnixListener)
 			if errors.As(err, &ee) {
 				return ee.ExitCode()
 			}
+			var es exitStatus
+			if errors.As(err, &es) {
+				return int(es)
+			}
 			if err != nil {
 				log.Error("unprivileged daemon", "err", err)
 				return 1
@@ -156,6 +188,52 @@ func dropPrivileges(log *slog.Logger, c *config.Config, lns []*net.UnixListener)
 			return 0
 		}
 	}
+}
+
+// upgradedTo reads what the exited daemon wrote on the upgrade pipe: the
+// pid of the daemon it handed over to ("upgraded PID" lines; the last
+// counts), or 0. The old daemon writes before it exits, so what it wrote
+// is there; the read waits no longer than that takes to be seen.
+func upgradedTo(r *os.File) int {
+	r.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	b := make([]byte, 256)
+	n, _ := r.Read(b)
+	pid := 0
+	for line := range strings.SplitSeq(string(b[:n]), "\n") {
+		if v, ok := strings.CutPrefix(line, "upgraded "); ok {
+			if p, err := strconv.Atoi(v); err == nil && p > 0 {
+				pid = p
+			}
+		}
+	}
+	return pid
+}
+
+// waitPID waits for the adopted process pid and reports its end as
+// cmd.Wait would.
+func waitPID(pid int) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		var ws unix.WaitStatus
+		for {
+			_, err := unix.Wait4(pid, &ws, 0, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			switch {
+			case err != nil:
+				done <- os.NewSyscallError("wait4", err)
+			case ws.Exited() && ws.ExitStatus() == 0:
+				done <- nil
+			case ws.Exited():
+				done <- exitStatus(ws.ExitStatus())
+			default:
+				done <- fmt.Errorf("killed by %v", ws.Signal())
+			}
+			return
+		}
+	}()
+	return done
 }
 
 // raiseNoFile lifts the soft RLIMIT_NOFILE to the hard limit: every held
@@ -176,3 +254,8 @@ func raiseNoFile(log *slog.Logger) {
 		log.Debug("raised RLIMIT_NOFILE", "from", old, "to", r.Cur)
 	}
 }
+
+// exitStatus is an adopted daemon's non-zero exit status.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }

@@ -17,9 +17,12 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sockfactory/sockfactory/internal/clearwater"
 	"github.com/sockfactory/sockfactory/internal/config"
@@ -51,6 +54,36 @@ type Options struct {
 	// Signals delivers SIGTERM, SIGINT (stop), SIGHUP (reload) and
 	// SIGUSR2 (upgrade).
 	Signals <-chan os.Signal
+	// Parent, with Inherited, is the pipe on which this process tells
+	// its root parent the pid of the daemon it hands over to in a live
+	// upgrade (see ParentEnv); nil: a live upgrade is refused.
+	Parent *os.File
+}
+
+// ParentEnv names the descriptor of the pipe a root parent that dropped
+// privileges gives the daemon: after a live upgrade has committed, the old
+// daemon writes "upgraded PID\n" there before it exits, and the parent, a
+// child subreaper, serves on with the new daemon it has adopted.
+const ParentEnv = "SOCKFACTORY_PARENT_FD"
+
+// ParentFromEnv returns the pipe ParentEnv names, or nil; it unsets
+// ParentEnv.
+func ParentFromEnv() *os.File {
+	v, ok := os.LookupEnv(ParentEnv)
+	if !ok {
+		return nil
+	}
+	os.Unsetenv(ParentEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return nil
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "parent")
 }
 
 // Daemon is the running set of front doors.

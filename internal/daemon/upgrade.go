@@ -70,8 +70,8 @@ func (d *Daemon) upgradeRequest(ctx context.Context) error {
 // kills the new process and resumes this one as it was; the error says
 // why.
 func (d *Daemon) upgrade(ctx context.Context) error {
-	if d.o.Inherited {
-		return errors.New("this daemon runs under a root parent that dropped its privileges, which would take the old daemon's exit for the daemon's own: restart it instead, or run it under systemd with User= and AmbientCapabilities= (docs/operations.md)")
+	if d.o.Inherited && d.o.Parent == nil {
+		return errors.New("this daemon runs under a root parent that dropped its privileges and cannot adopt a new daemon (an older sockfactoryd): restart it instead (docs/operations.md)")
 	}
 	if !d.upgradeMu.TryLock() {
 		return ErrUpgradeBusy
@@ -86,6 +86,10 @@ func (d *Daemon) upgrade(ctx context.Context) error {
 	}
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Env = childEnv()
+	if d.o.Parent != nil {
+		cmd.ExtraFiles = []*os.File{d.o.Parent}
+		cmd.Env = append(cmd.Env, ParentEnv+"=3")
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
 	p, err := handover.Spawn(cmd)
 	if err != nil {
@@ -148,6 +152,12 @@ func (d *Daemon) upgrade(ctx context.Context) error {
 		d.store.closeMemfds()
 	}
 	d.notify.mainPID(p.PID())
+	if d.o.Parent != nil {
+		// Before this process exits: the parent reads it then.
+		if _, err := fmt.Fprintf(d.o.Parent, "upgraded %d\n", p.PID()); err != nil {
+			d.log.Error("upgrade: cannot tell the root parent the new daemon's pid; it will think the daemon stopped", "err", err)
+		}
+	}
 	d.cancel() // the watchdog and status reports are the new daemon's
 	d.srv.Commit()
 	drain, stop := context.WithTimeout(context.Background(), d.drainTimeout())
@@ -177,7 +187,7 @@ func childEnv() []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", handover.EnvFD:
+		case "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", handover.EnvFD, ParentEnv:
 			continue
 		}
 		env = append(env, kv)

@@ -11,8 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/sockfactory/sockfactory"
 	"github.com/sockfactory/sockfactory/internal/testnet"
 )
 
@@ -173,4 +175,79 @@ bind = ["tcp:0.0.0.0:80"]
 			}
 		})
 	}
+}
+
+// TestIntegrationPrivilegeDropUpgrade upgrades a daemon that a root parent
+// started unprivileged, by `sockfactory upgrade` and by SIGUSR2 to the
+// parent: the root parent adopts each new daemon, which runs with the same
+// uid, no_new_privs and capabilities, holds the same sockets, and is
+// stopped with the parent, which removes the socket file as before.
+func TestIntegrationPrivilegeDropUpgrade(t *testing.T) {
+	requireRoot(t)
+	uid := unusedUID(t)
+	d := startDaemonWith(t, fmt.Sprintf(`
+[daemon]
+socket = "%%SOCKET%%"
+user = "%d"
+
+[[rule]]
+name = "root"
+users = ["root"]
+admin = true
+bind = ["tcp:127.0.0.1:*"]
+`, uid), func(cmd *exec.Cmd) { cmd.SysProcAttr = inNewNetns() })
+	d.netns()
+	ctx := context.Background()
+	holder := d.client()
+	l, err := holder.Listen(ctx, "tcp", "127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	parent := d.cmd.Process.Pid
+	kids := childrenOf(t, parent)
+	if len(kids) != 1 {
+		t.Fatalf("children of the root daemon: %v; want one", kids)
+	}
+	first := testnet.ProcStatus(t, kids[0])
+	status := func() string {
+		t.Helper()
+		c := &sockfactory.Client{Socket: d.socket}
+		defer c.Close()
+		ss, err := c.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return statusKey(ss)
+	}
+	before := status()
+	for i, how := range []string{"sockfactory upgrade", "SIGUSR2 to the root parent"} {
+		old := childrenOf(t, parent)[0]
+		if how == "sockfactory upgrade" {
+			if out, errOut, code := runCLI(t, "", nil, "--socket", d.socket, "upgrade"); code != 0 {
+				t.Fatalf("upgrade: exit %d, %q %q\n%s", code, out, errOut, d.log)
+			}
+		} else {
+			syscall.Kill(parent, syscall.SIGUSR2)
+		}
+		var kids []int
+		waitFor(t, "the root parent to adopt the new daemon", func() bool {
+			kids = childrenOf(t, parent)
+			return gone(old) && len(kids) == 1 && kids[0] != old
+		})
+		st := testnet.ProcStatus(t, kids[0])
+		for _, field := range []string{"Uid", "Gid", "Groups", "NoNewPrivs", "CapBnd", "CapPrm", "CapEff", "CapAmb"} {
+			if st[field] != first[field] {
+				t.Errorf("%s: new daemon %s %q; the first had %q", how, field, st[field], first[field])
+			}
+		}
+		if got := status(); got != before {
+			t.Errorf("%s: status\n%s\nwant\n%s", how, got, before)
+		}
+		if n := strings.Count(d.log.String(), "the unprivileged daemon was upgraded"); n != i+1 {
+			t.Errorf("%s: the root parent logged %d adoptions, want %d", how, n, i+1)
+		}
+	}
+	// d.stop (at cleanup) checks the parent stops the adopted daemon,
+	// exits 0 and removes the socket file.
 }
