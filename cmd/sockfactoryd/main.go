@@ -211,6 +211,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			log.Error("cannot start", "err", err)
 			return 1
 		}
+		for _, f := range doors.Stored {
+			f.Close() // see daemon.openStore: no fd store under a root parent
+		}
 		return dropPrivileges(log, cfg, doors.All())
 	}
 	raiseNoFile(log)

@@ -178,7 +178,14 @@ func (d *Daemon) recover() []string {
 // openStore starts keeping the fd store, when it is on; stale are a
 // previous daemon's record names, removed once this one's are in.
 func (d *Daemon) openStore(stale []string) error {
-	if !fdStoreEnabled(d.notify, d.cfg.FDStore) {
+	enabled := fdStoreEnabled(d.notify, d.cfg.FDStore)
+	if enabled && d.o.Inherited {
+		// The root parent would not pass the stored sockets back to an
+		// unprivileged daemon after a restart.
+		d.log.Warn("not keeping sockets in systemd's fd store: the daemon was started by a root parent ([daemon] user); use systemd's User= and AmbientCapabilities= instead")
+		enabled = false
+	}
+	if !enabled {
 		for _, name := range stale {
 			d.notify.send("FDSTOREREMOVE=1\nFDNAME=" + name)
 		}
