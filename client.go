@@ -271,23 +271,34 @@ func unavailable(path string, err error) error {
 
 // hello declares c.App on a new connection, before any other request.
 func (c *Client) hello(ctx context.Context, cc *clientConn) error {
-	req := &wire.Request{V: wire.Version, ID: c.nextID.Add(1), Op: wire.OpHello, Hello: &wire.HelloRequest{App: c.App}}
-	b, err := wire.Encode(req)
+	rep, err := c.setup(ctx, cc, &wire.Request{Op: wire.OpHello, Hello: &wire.HelloRequest{App: c.App}})
 	if err != nil {
 		return err
+	}
+	if rep.Error != nil {
+		return fromWire("hello", rep.Error)
+	}
+	return nil
+}
+
+// setup sends req on a new connection not yet in use (hello, reclaim) and
+// returns its reply, with any descriptors it brought closed. An error
+// means the connection is no good.
+func (c *Client) setup(ctx context.Context, cc *clientConn, req *wire.Request) (*wire.Reply, error) {
+	req.V, req.ID = wire.Version, c.nextID.Add(1)
+	b, err := wire.Encode(req)
+	if err != nil {
+		return nil, err
 	}
 	r, _, err := cc.do(ctx, req.ID, b)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.fds.close()
 	if r.err != nil {
-		return r.err
+		return nil, r.err
 	}
-	if r.rep.Error != nil {
-		return fromWire("hello", r.rep.Error)
-	}
-	return nil
+	return r.rep, nil
 }
 
 // Close closes the connection to the daemon. Requests in flight fail with

@@ -71,20 +71,11 @@ func (c *Client) quitChan() chan struct{} {
 // for (the connection broke again) is kept for the next try.
 func (c *Client) reclaimAll(ctx context.Context, cc *clientConn) error {
 	for token, secret := range c.holding() {
-		req := &wire.Request{V: wire.Version, ID: c.nextID.Add(1), Op: wire.OpReclaim, Reclaim: &wire.ReclaimRequest{Token: token, Secret: secret}}
-		b, err := wire.Encode(req)
+		rep, err := c.setup(ctx, cc, &wire.Request{Op: wire.OpReclaim, Reclaim: &wire.ReclaimRequest{Token: token, Secret: secret}})
 		if err != nil {
 			return err
 		}
-		r, _, err := cc.do(ctx, req.ID, b)
-		if err != nil {
-			return err
-		}
-		r.fds.close()
-		if r.err != nil {
-			return r.err
-		}
-		if r.rep.Error != nil {
+		if rep.Error != nil {
 			c.forget(token) // the daemon no longer has it for us
 		}
 	}

@@ -228,14 +228,7 @@ func TestIntegrationCrashSurvival(t *testing.T) {
 	s := startSupervised(t, sdsup.Options{FDStoreMax: 64}, "3s")
 	ctx := context.Background()
 
-	holder := &sockfactory.Client{Socket: s.socket, App: "holder"}
-	defer holder.Close()
-	ln, err := holder.Listen(ctx, "tcp", "127.0.0.1:0", &sockfactory.ListenOptions{Share: "any"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	lnIno := inode(t, ln.TCPListener)
+	holder, ln, lnIno := holdListener(t, s.socket, "holder")
 
 	// A program run by exec holds a socket of its own.
 	// It writes to a file, not a pipe, and is killed with its process
@@ -307,17 +300,7 @@ func TestIntegrationCrashSurvival(t *testing.T) {
 		t.Errorf("status after the restart:\n%s\nwant:\n%s", got, want)
 	}
 	// The Listener still accepts, and its client still works.
-	go func() {
-		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
-			c.Close()
-		}
-	}()
-	ln.SetDeadline(time.Now().Add(10 * time.Second))
-	if c, err := ln.Accept(); err != nil {
-		t.Errorf("the Listener after the restart: %v", err)
-	} else {
-		c.Close()
-	}
+	checkAccepts(t, ln, "the Listener after the restart")
 	if _, err := holder.Stats(ctx); err != nil {
 		t.Errorf("the holder's client after the restart: %v", err)
 	}
@@ -386,17 +369,7 @@ func TestIntegrationCrashRecordTampered(t *testing.T) {
 		t.Errorf("status after a rejected record: %v %+v, want nothing held", err, ss)
 	}
 	// The holder's socket is its own: it still accepts.
-	go func() {
-		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
-			c.Close()
-		}
-	}()
-	ln.SetDeadline(time.Now().Add(10 * time.Second))
-	if c, err := ln.Accept(); err != nil {
-		t.Errorf("the Listener after the restart: %v", err)
-	} else {
-		c.Close()
-	}
+	checkAccepts(t, ln, "the Listener after the restart")
 }
 
 // daemonSocketInodes lists the inodes of pid's sockets.
@@ -445,4 +418,36 @@ func TestIntegrationStopKeepsStore(t *testing.T) {
 	if err != nil || len(ss) != 1 || ss[0].Holders[0].App != "holder" {
 		t.Errorf("status after the restart: %v %+v, want the holder's socket", err, ss)
 	}
+}
+
+// checkAccepts checks that ln still accepts a connection.
+func checkAccepts(t *testing.T, ln *sockfactory.Listener, what string) {
+	t.Helper()
+	go func() {
+		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+			c.Close()
+		}
+	}()
+	ln.SetDeadline(time.Now().Add(10 * time.Second))
+	c, err := ln.Accept()
+	if err != nil {
+		t.Errorf("%s: %v", what, err)
+		return
+	}
+	c.Close()
+}
+
+// holdListener makes a Client named app hold a listening TCP socket on
+// loopback (share any) and returns them, and the socket's inode; both
+// are closed at cleanup.
+func holdListener(t testing.TB, socket, app string) (*sockfactory.Client, *sockfactory.Listener, uint64) {
+	t.Helper()
+	c := &sockfactory.Client{Socket: socket, App: app}
+	t.Cleanup(func() { c.Close() })
+	ln, err := c.Listen(context.Background(), "tcp", "127.0.0.1:0", &sockfactory.ListenOptions{Share: "any"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return c, ln, inode(t, ln.TCPListener)
 }

@@ -191,7 +191,7 @@ func (u *upgradable) stop() {
 }
 
 // inode is the inode of a socket's descriptor.
-func inode(t *testing.T, rc syscall.Conn) uint64 {
+func inode(t testing.TB, rc syscall.Conn) uint64 {
 	t.Helper()
 	raw, err := rc.SyscallConn()
 	if err != nil {
@@ -321,15 +321,8 @@ func TestIntegrationUpgradeUnderLoad(t *testing.T) {
 		t.Fatalf("clearwater warm-up: %v", err)
 	}
 
-	holder := &sockfactory.Client{Socket: u.socket, App: "holder"}
-	defer holder.Close()
-	ln, err := holder.Listen(ctx, "tcp", "127.0.0.1:0", &sockfactory.ListenOptions{Share: "any"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	holder, ln, ino := holdListener(t, u.socket, "holder")
 	addr := ln.Addr().String()
-	ino := inode(t, ln.TCPListener)
 	// Connections the holder has not accepted: they wait in the kernel's
 	// queue of the very socket the daemon holds.
 	const queued = 5
@@ -482,14 +475,7 @@ func TestIntegrationUpgradeFails(t *testing.T) {
 	install(bin.daemon)
 	u := startUpgradable(t, exe, "2s")
 	ctx := context.Background()
-	holder := &sockfactory.Client{Socket: u.socket, App: "holder"}
-	defer holder.Close()
-	ln, err := holder.Listen(ctx, "tcp", "127.0.0.1:0", &sockfactory.ListenOptions{Share: "any"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ino := inode(t, ln.TCPListener)
+	holder, ln, ino := holdListener(t, u.socket, "holder")
 	status := func() string {
 		t.Helper()
 		c := &sockfactory.Client{Socket: u.socket}
