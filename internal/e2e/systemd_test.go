@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -279,7 +280,7 @@ func TestIntegrationCrashSurvival(t *testing.T) {
 		}
 		return n == 3 && len(names) == 5
 	})
-	time.Sleep(200 * time.Millisecond) // the record is rewritten within 50 ms of a change: let the last one land
+	s.waitRecord(3)
 
 	s.kill()
 	s.start()
@@ -346,7 +347,7 @@ func TestIntegrationCrashRecordTampered(t *testing.T) {
 	}
 	defer ln.Close()
 	waitFor(t, "the socket and the records in the store", func() bool { return len(s.sup.StoreNames()) == 3 })
-	time.Sleep(200 * time.Millisecond)
+	s.waitRecord(1)
 	s.kill()
 	for _, e := range s.sup.Store() {
 		if strings.HasPrefix(e.Name, "sf-state-") {
@@ -450,4 +451,46 @@ func holdListener(t testing.TB, socket, app string) (*sockfactory.Client, *sockf
 	}
 	t.Cleanup(func() { ln.Close() })
 	return c, ln, inode(t, ln.TCPListener)
+}
+
+// waitRecord waits until the newest crash record in the store lists n
+// sockets, each with a reference: the record is rewritten within 50 ms of
+// a change, and a crash before that would lose the newest references.
+func (s *supervised) waitRecord(n int) {
+	s.t.Helper()
+	waitFor(s.t, fmt.Sprintf("a crash record of %d held sockets", n), func() bool {
+		var best struct {
+			Seq   uint64
+			State struct {
+				Sockets []struct {
+					Refs []json.RawMessage `json:"refs"`
+				} `json:"sockets"`
+			} `json:"state"`
+		}
+		for _, e := range s.sup.Store() {
+			if !strings.HasPrefix(e.Name, "sf-state-") {
+				continue
+			}
+			buf := make([]byte, 1<<20)
+			m, err := unix.Pread(e.FD, buf, 0)
+			if err != nil {
+				continue
+			}
+			_, body, ok := strings.Cut(string(buf[:max(m, 0)]), "\n")
+			var rec = best
+			if !ok || json.Unmarshal([]byte(body), &rec) != nil || rec.Seq < best.Seq {
+				continue
+			}
+			best = rec
+		}
+		if len(best.State.Sockets) != n {
+			return false
+		}
+		for _, sk := range best.State.Sockets {
+			if len(sk.Refs) == 0 {
+				return false
+			}
+		}
+		return true
+	})
 }
