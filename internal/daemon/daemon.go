@@ -178,6 +178,23 @@ func (d *Daemon) recover() []string {
 // openStore starts keeping the fd store, when it is on; stale are a
 // previous daemon's record names, removed once this one's are in.
 func (d *Daemon) openStore(stale []string) error {
+	return d.openStoreAfter(stale, true)
+}
+
+// openStoreAfter is openStore; stored says whether the cached sockets
+// (restored, or taken in a live upgrade) are in the store already: after
+// an upgrade from a daemon without the store they are pushed now, and
+// when the store is off they are taken out of it.
+func (d *Daemon) openStoreAfter(stale []string, stored bool) error {
+	defer func() {
+		if d.store == nil && len(stale) > 0 {
+			// The previous daemon kept the store, this one does not:
+			// take its sockets out too, or systemd would keep them.
+			d.srv.Registry().EachSocket(func(k registry.Key, _ int) {
+				d.notify.send("FDSTOREREMOVE=1\nFDNAME=" + storeName(k))
+			})
+		}
+	}()
 	enabled := fdStoreEnabled(d.notify, d.cfg.FDStore)
 	if enabled && d.o.Inherited {
 		// The root parent would not pass the stored sockets back to an
@@ -196,6 +213,9 @@ func (d *Daemon) openStore(stale []string) error {
 		return err
 	}
 	d.srv.Registry().SetStore(st)
+	if !stored {
+		st.addAll()
+	}
 	if err := st.start(); err != nil {
 		d.srv.Registry().SetStore(nil)
 		st.closeMemfds()
@@ -249,7 +269,11 @@ func (d *Daemon) serve() {
 	cfg := d.cfg
 	native := d.doors.Native
 	d.run(func() error { return d.srv.Serve(native) }, server.ErrServerClosed)
-	d.log.Info("listening", "socket", cfg.Socket, "mode", fmt.Sprintf("%04o", cfg.SocketMode), "activated", d.doors.Activated,
+	mode := fmt.Sprintf("%04o", cfg.SocketMode)
+	if d.doors.Activated {
+		mode = "systemd's" // SocketMode= of the .socket unit; socket_mode does not apply
+	}
+	d.log.Info("listening", "socket", cfg.Socket, "mode", mode, "activated", d.doors.Activated,
 		"config", cfg.Source, "rules", len(cfg.Policy.Rules), "version", version.Version, "pid", os.Getpid())
 	for i, c := range cfg.Clearwater {
 		l, ln := d.cw[i], d.doors.Clearwater[i]
@@ -452,6 +476,7 @@ func restartNeeded(old, c *config.Config) []string {
 	check("bind.reclaim_grace", old.ReclaimGrace != c.ReclaimGrace)
 	check("daemon.upgrade_timeout", old.UpgradeTimeout != c.UpgradeTimeout)
 	check("daemon.stop_timeout", old.StopTimeout != c.StopTimeout)
+	check("daemon.fd_store", (old.FDStore == nil) != (c.FDStore == nil) || (old.FDStore != nil && *old.FDStore != *c.FDStore))
 	if len(old.Clearwater) != len(c.Clearwater) {
 		out = append(out, "clearwater listeners (added or removed)")
 		return out

@@ -126,7 +126,7 @@ func (f *fdStore) start() error {
 		return err
 	}
 	for i, fd := range f.memfds {
-		if err := f.n.sendFDs("FDSTORE=1\nFDNAME="+recordName(i), []int{fd}); err != nil {
+		if err := f.n.sendFDs("FDSTORE=1\nFDNAME="+recordName(i)+"\nFDPOLL=0", []int{fd}); err != nil {
 			return fmt.Errorf("pushing the crash record into the fd store: %w", err)
 		}
 	}
@@ -170,15 +170,26 @@ func (f *fdStore) close() {
 }
 
 // Add pushes a new cached socket into the store (registry.Store).
+// FDPOLL=0: the daemon takes its sockets out itself, and a TCP socket
+// bound but not listening reports POLLHUP, for which systemd would drop
+// it.
 func (f *fdStore) Add(k registry.Key, fd int) {
-	if err := f.n.sendFDs("FDSTORE=1\nFDNAME="+storeName(k), []int{fd}); err != nil {
+	if err := f.n.sendFDs("FDSTORE=1\nFDNAME="+storeName(k)+"\nFDPOLL=0", []int{fd}); err != nil {
 		f.log.Warn("pushing a socket into the fd store failed; it will not survive a crash", "socket", k.String(), "err", err)
 	}
 }
 
 // Remove takes a closed socket out of the store (registry.Store).
 func (f *fdStore) Remove(k registry.Key) {
-	f.n.send("FDSTOREREMOVE=1\nFDNAME=" + storeName(k))
+	if err := f.n.sendFDs("FDSTOREREMOVE=1\nFDNAME="+storeName(k), nil); err != nil {
+		f.log.Warn("removing a closed socket from the fd store failed", "socket", k.String(), "err", err)
+	}
+}
+
+// addAll pushes every socket the registry caches into the store: after
+// a live upgrade from a daemon that did not keep one.
+func (f *fdStore) addAll() {
+	f.reg.EachSocket(f.Add)
 }
 
 // Changed schedules a new record (registry.Store).

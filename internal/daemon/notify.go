@@ -63,7 +63,8 @@ func (n *notifier) mainPID(pid int) { n.send("MAINPID=" + strconv.Itoa(pid)) }
 
 // sendFDs sends state with fds as SCM_RIGHTS, as sd_pid_notify_with_fds
 // does: one datagram on a socket of its own, to the manager's address
-// (a path, or an abstract name when it begins with @).
+// (a path, or an abstract name when it begins with @), without waiting
+// when the manager's queue is full.
 func (n *notifier) sendFDs(state string, fds []int) error {
 	if !n.enabled() {
 		return nil
@@ -77,7 +78,9 @@ func (n *notifier) sendFDs(state string, fds []int) error {
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	if err := unix.Sendmsg(s, []byte(state), oob, &unix.SockaddrUnix{Name: n.addr}, 0); err != nil {
+	// Never wait for the manager: the registry calls this with its lock
+	// held (a full queue is an error the caller reports).
+	if err := unix.Sendmsg(s, []byte(state), oob, &unix.SockaddrUnix{Name: n.addr}, unix.MSG_DONTWAIT); err != nil {
 		return os.NewSyscallError("sendmsg", err)
 	}
 	return nil

@@ -151,7 +151,10 @@ func (d *Daemon) upgrade(ctx context.Context) error {
 		<-d.store.done
 		d.store.closeMemfds()
 	}
-	d.notify.mainPID(p.PID())
+	if !d.o.Inherited {
+		// Under a root parent, the parent stays the main process.
+		d.notify.mainPID(p.PID())
+	}
 	if d.o.Parent != nil {
 		// Before this process exits: the parent reads it then.
 		if _, err := fmt.Fprintf(d.o.Parent, "upgraded %d\n", p.PID()); err != nil {
@@ -320,13 +323,18 @@ func (d *Daemon) runChild(c *handover.Child) int {
 	for i, l := range d.doors.All() {
 		l.SetUnlinkOnClose(owned[i])
 	}
-	if err := d.openStore(p.StoreRecords); err != nil {
+	if err := d.openStoreAfter(p.StoreRecords, len(p.StoreRecords) > 0); err != nil {
 		// Serving without it beats not serving: the old daemon is gone.
 		d.log.Error("cannot keep the fd store; sockets will not survive a crash", "err", err)
 	}
 	d.srv.Start()
 	d.serve()
-	d.notify.send("MAINPID=" + fmt.Sprint(os.Getpid()))
+	if !d.o.Inherited {
+		d.notify.send("MAINPID=" + fmt.Sprint(os.Getpid()))
+	}
+	if d.cfg.User != "" && os.Geteuid() == 0 {
+		d.log.Warn("running as root: [daemon] user applies only when the daemon starts afresh, not to a live upgrade of a daemon that runs as root; restart it to drop privileges", "user", d.cfg.User)
+	}
 	d.ready()
 	socks, refs, pending := d.srv.Registry().Summary()
 	d.log.Info("upgrade: took over", "old_pid", p.OldPID, "old_version", p.Daemon, "sessions", len(p.Server.Sessions),

@@ -394,7 +394,15 @@ func TestIntegrationStopKeepsStore(t *testing.T) {
 	}
 	defer ln.Close()
 	ino := inode(t, ln.TCPListener)
-	waitFor(t, "the socket and the records in the store", func() bool { return len(s.sup.StoreNames()) == 3 })
+	// A TCP socket bound but not listening reports POLLHUP: it must
+	// reach the store with FDPOLL=0, or systemd would drop it.
+	bound, _, err := holder.BindFile(ctx, "tcp", "127.0.0.1:0", &sockfactory.ListenOptions{NoListen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bound.Close()
+	waitFor(t, "the sockets and the records in the store", func() bool { return len(s.sup.StoreNames()) == 4 })
+	s.waitRecord(2)
 	pid := s.cmd.Process.Pid
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	s.wait("STOPPING=1", func(m sdsup.Message) bool { return m.PID == int32(pid) && has(m, "STOPPING", "1") })
@@ -405,19 +413,19 @@ func TestIntegrationStopKeepsStore(t *testing.T) {
 	if !strings.Contains(s.log.String(), "leaving the held sockets in the fd store") {
 		t.Errorf("the stopping daemon does not say it leaves the sockets in the store")
 	}
-	if names := s.sup.StoreNames(); len(names) != 3 {
-		t.Errorf("store after the stop: %v, want the socket and the two records", names)
+	if names := s.sup.StoreNames(); len(names) != 4 {
+		t.Errorf("store after the stop: %v, want the two sockets and the two records", names)
 	}
 	s.start()
-	waitFor(t, "the holder's reclaim", func() bool { return strings.Contains(s.log.String(), "op=reclaim") })
+	waitFor(t, "the holder's reclaims", func() bool { return strings.Count(s.log.String(), "op=reclaim") == 2 })
 	if !slices.Contains(daemonSocketInodes(t, s.cmd.Process.Pid), ino) {
 		t.Errorf("the restarted daemon does not hold the Listener's socket")
 	}
 	admin := &sockfactory.Client{Socket: s.socket}
 	defer admin.Close()
 	ss, err := admin.Status(ctx)
-	if err != nil || len(ss) != 1 || ss[0].Holders[0].App != "holder" {
-		t.Errorf("status after the restart: %v %+v, want the holder's socket", err, ss)
+	if err != nil || len(ss) != 2 || ss[0].Holders[0].App != "holder" || ss[1].Holders[0].App != "holder" {
+		t.Errorf("status after the restart: %v %+v, want the holder's two sockets", err, ss)
 	}
 }
 

@@ -474,3 +474,13 @@ func (g *Registry) OnOrphansReleased(f func(n int)) {
 	defer g.mu.Unlock()
 	g.onOrphans = f
 }
+
+// EachSocket calls f, with the registry locked, for every cached socket
+// with its key and the registry's own descriptor (f must not keep it).
+func (g *Registry) EachSocket(f func(k Key, fd int)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, s := range g.sockets.all() {
+		f(g.key(s), int(s.fd))
+	}
+}
