@@ -19,9 +19,13 @@ import (
 type FrontDoors struct {
 	Native     *net.UnixListener
 	Clearwater []*net.UnixListener
-	// Activated is true when systemd passed them (LISTEN_FDS): their
-	// files are systemd's, never removed by the daemon.
+	// Activated is true when systemd passed any of them (LISTEN_FDS).
 	Activated bool
+	// Owned says, per listener in All's order, whether the daemon made
+	// its socket file and removes it when it stops for good: false for
+	// systemd's, and for a root parent's (which removes them itself).
+	// Nil means none is.
+	Owned []bool
 	// Stored are descriptors systemd kept in its fd store for the
 	// daemon's previous run and passed back (see crash recovery), by
 	// name; the daemon owns them.
@@ -89,6 +93,7 @@ func OpenFrontDoors(cfg *config.Config) (*FrontDoors, error) {
 			return fail(err)
 		}
 		d.Native = ln
+		d.own(0)
 	}
 	for i, c := range cfg.Clearwater {
 		if d.Clearwater[i] != nil {
@@ -99,9 +104,21 @@ func OpenFrontDoors(cfg *config.Config) (*FrontDoors, error) {
 			return fail(fmt.Errorf("clearwater listener: %w", err))
 		}
 		d.Clearwater[i] = l
+		d.own(1 + i)
 	}
 	return d, nil
 }
+
+// own marks listener i (in All's order) as the daemon's own.
+func (d *FrontDoors) own(i int) {
+	if d.Owned == nil {
+		d.Owned = make([]bool, 1+len(d.Clearwater))
+	}
+	d.Owned[i] = true
+}
+
+// owned reports whether the daemon owns listener i's file.
+func (d *FrontDoors) owned(i int) bool { return i < len(d.Owned) && d.Owned[i] }
 
 // place puts one passed socket where it belongs: by its name when it has
 // one the daemon knows, else by its type and path.

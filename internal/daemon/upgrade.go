@@ -202,21 +202,21 @@ func childEnv() []string {
 func (d *Daemon) export(start time.Time) ([]byte, []int, func(), error) {
 	p := payload{OldPID: os.Getpid(), Daemon: version.Version}
 	var fds []int
-	add := func(kind, path string, l *net.UnixListener) error {
+	add := func(kind, path string, i int, l *net.UnixListener) error {
 		fd, err := rawFD(l)
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", path, err)
 		}
 		fds = append(fds, fd)
 		p.Listeners = append(p.Listeners, listenerState{Kind: kind, Path: path, FD: len(fds) - 1,
-			Owned: !d.doors.Activated && !d.o.Inherited, Activated: d.doors.Activated})
+			Owned: d.doors.owned(i) && !d.o.Inherited, Activated: d.doors.Activated})
 		return nil
 	}
-	if err := add("native", d.cfg.Socket, d.doors.Native); err != nil {
+	if err := add("native", d.cfg.Socket, 0, d.doors.Native); err != nil {
 		return nil, nil, nil, err
 	}
 	for i, c := range d.cfg.Clearwater {
-		if err := add("clearwater", c.Socket, d.doors.Clearwater[i]); err != nil {
+		if err := add("clearwater", c.Socket, 1+i, d.doors.Clearwater[i]); err != nil {
 			return nil, nil, nil, err
 		}
 	}
@@ -390,6 +390,9 @@ func (d *Daemon) adopt(ls []listenerState, fds []int) ([]bool, error) {
 			doors.Clearwater[i-1] = ul
 		}
 		owned[i] = l.Owned
+		if l.Owned {
+			doors.own(i)
+		}
 		doors.Activated = doors.Activated || l.Activated
 	}
 	for i, l := range doors.All() {
