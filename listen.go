@@ -164,18 +164,18 @@ func (c *Client) Pickup(ctx context.Context, token string) (*os.File, *Binding, 
 // holds it may (or an admin). Sockets already received stay open in this
 // process; the daemon closes its copy when the last reference goes.
 func (c *Client) Release(ctx context.Context, token string) error {
+	// Whatever the outcome, this Client no longer reclaims the
+	// reference: if the daemon is down, the reference it kept goes when
+	// its reclaim grace ends.
+	c.forget(token)
 	rep, fds, err := c.roundTrip(ctx, &wire.Request{Op: wire.OpRelease, Token: &wire.TokenRequest{Token: token}})
 	if err != nil {
 		return err
 	}
 	fds.close()
 	if rep.Error != nil {
-		if rep.Error.Code == wire.CodeNotFound {
-			c.forget(token)
-		}
 		return fromWire("release", rep.Error)
 	}
-	c.forget(token)
 	return nil
 }
 

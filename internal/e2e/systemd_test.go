@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -500,5 +501,96 @@ func (s *supervised) waitRecord(n int) {
 			}
 		}
 		return true
+	})
+}
+
+// TestIntegrationCrashLoop SIGKILLs the daemon three times while clients
+// hold Listeners and bind and release in loops: each time systemd (the
+// stand-in) restarts it with the fd store, the holders reclaim by
+// themselves, and the loops go on. Requests made while the daemon is down
+// fail only with ErrUnavailable; at the end every Listener still accepts,
+// every reference is back, and the daemon's descriptors are those of the
+// sockets and connections it serves.
+func TestIntegrationCrashLoop(t *testing.T) {
+	requireRoot(t)
+	// A release the looping clients sent while the daemon was down is
+	// lost; their reference is an orphan nobody reclaims, released when
+	// the grace ends.
+	s := startSupervised(t, sdsup.Options{FDStoreMax: 256}, "2s")
+	ctx := context.Background()
+	const holders = 4
+	var lns []*sockfactory.Listener
+	for i := range holders {
+		_, ln, _ := holdListener(t, s.socket, fmt.Sprintf("holder%d", i))
+		lns = append(lns, ln)
+	}
+	var loops []*loop
+	for i := range 2 {
+		c := &sockfactory.Client{Socket: s.socket, App: fmt.Sprintf("looper%d", i)}
+		defer c.Close()
+		addr := lns[i].Addr().String()
+		l := startLoop(fmt.Sprintf("bind/release %d", i), func() error {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			f, b, err := c.BindFile(ctx, "tcp", addr, &sockfactory.ListenOptions{Share: "any"})
+			if err != nil {
+				if errors.Is(err, sockfactory.ErrUnavailable) {
+					time.Sleep(5 * time.Millisecond) // the daemon is down: do not spin
+					return nil
+				}
+				return err
+			}
+			f.Close()
+			if err := c.Release(ctx, b.Token); err != nil && !errors.Is(err, sockfactory.ErrUnavailable) && !errors.Is(err, sockfactory.ErrNotFound) {
+				return err
+			}
+			return nil
+		})
+		loops = append(loops, l)
+	}
+	for round := range 3 {
+		for _, l := range loops {
+			l.waitMore(t, 10)
+		}
+		s.waitRecord(holders)
+		s.kill()
+		s.start()
+		waitFor(t, fmt.Sprintf("round %d: every holder's reclaim", round), func() bool {
+			return strings.Count(s.log.String(), "op=reclaim") >= holders*(round+1)
+		})
+	}
+	for _, l := range loops {
+		l.waitMore(t, 10)
+		l.stop(t)
+	}
+	for i, ln := range lns {
+		checkAccepts(t, ln, fmt.Sprintf("Listener %d after three crashes", i))
+	}
+	admin := &sockfactory.Client{Socket: s.socket}
+	defer admin.Close()
+	var ss []sockfactory.SocketStatus
+	ok := poll(10*time.Second, func() bool {
+		var err error
+		ss, err = admin.Status(ctx)
+		if err != nil || len(ss) != holders {
+			return false
+		}
+		for _, st := range ss {
+			if st.Refs != 1 || !strings.HasPrefix(st.Holders[0].App, "holder") {
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		t.Errorf("held after three crashes: %+v; want each holder's socket with its one reference", ss)
+	}
+	// Descriptors: the native listener, the sockets held, the holders'
+	// and the loopers' and the admin's connections, and the runtime's few.
+	pid := s.cmd.Process.Pid
+	var sockets int
+	waitFor(t, "the daemon's sockets to settle", func() bool {
+		sockets = len(daemonSocketInodes(t, pid))
+		return sockets == 1+holders+holders+2+1
 	})
 }
