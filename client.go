@@ -696,6 +696,13 @@ func (cc *clientConn) drain() {
 	}
 }
 
+// waiting reports whether requests wait for replies on cc.
+func (cc *clientConn) waiting() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err == nil && len(cc.pending)+len(cc.abandoned) > 0
+}
+
 // close marks the connection broken with err, fails every pending request
 // and closes the socket. Only the first call does anything.
 func (cc *clientConn) close(err error) {

@@ -3,6 +3,7 @@ package sockfactory
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"time"
 
@@ -46,6 +47,14 @@ func (c *Client) forget(token string) {
 	c.keepMu.Unlock()
 }
 
+// isHeld reports whether the Client still holds token.
+func (c *Client) isHeld(token string) bool {
+	c.keepMu.Lock()
+	defer c.keepMu.Unlock()
+	_, ok := c.held[token]
+	return ok
+}
+
 func (c *Client) holding() map[string]string {
 	c.keepMu.Lock()
 	defer c.keepMu.Unlock()
@@ -77,6 +86,16 @@ func (c *Client) reclaimAll(ctx context.Context, cc *clientConn) error {
 		}
 		if rep.Error != nil {
 			c.forget(token) // the daemon no longer has it for us
+			continue
+		}
+		if !c.isHeld(token) {
+			// Released while it was being reclaimed: release it here,
+			// or this connection would hold it for good.
+			if rep, err := c.setup(ctx, cc, &wire.Request{Op: wire.OpRelease, Token: &wire.TokenRequest{Token: token}}); err != nil {
+				return err
+			} else if rep.Error != nil && rep.Error.Code != wire.CodeNotFound {
+				return fromWire("release", rep.Error)
+			}
 		}
 	}
 	return nil
@@ -93,11 +112,13 @@ func (c *Client) watch() {
 	if cc == nil || !cc.watched.CompareAndSwap(false, true) {
 		return
 	}
-	var fd int
+	fd := -1
 	var derr error
-	cc.rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) })
-	if derr != nil {
-		return // no watch: the next request reconnects and reclaims
+	if err := cc.rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil || fd < 0 {
+		// The connection is closed already, or no descriptor is left:
+		// no watch; connect again now if it broke.
+		c.rejoinLater()
+		return
 	}
 	f := os.NewFile(uintptr(fd), "sockfactory-watch")
 	cc.mu.Lock()
@@ -112,16 +133,24 @@ func (c *Client) watch() {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		hup := false
+		hup, queued := false, false
 		if rc, err := f.SyscallConn(); err == nil {
 			rc.Read(func(s uintptr) bool {
-				p := []unix.PollFd{{Fd: int32(s), Events: unix.POLLRDHUP}}
+				p := []unix.PollFd{{Fd: int32(s), Events: unix.POLLIN | unix.POLLRDHUP}}
 				if n, _ := unix.Poll(p, 0); n > 0 && p[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR) != 0 {
-					hup = true
+					hup, queued = true, p[0].Revents&unix.POLLIN != 0
 					return true
 				}
 				return false // a reply arrived: a request reads it
 			})
+		}
+		if hup && queued {
+			// Replies the daemon sent before it closed are still
+			// queued: let the requests waiting for them read them (and
+			// the end after them) rather than throw them away.
+			for i := 0; i < 200 && cc.waiting(); i++ {
+				time.Sleep(5 * time.Millisecond)
+			}
 		}
 		if hup {
 			cc.close(fmt.Errorf("%w: daemon closed the connection", ErrUnavailable))
@@ -160,10 +189,11 @@ func (c *Client) rejoin() {
 			c.watch()
 			return
 		}
+		// With jitter: after a crash, every client comes back at once.
 		select {
 		case <-quit:
 			return
-		case <-time.After(pause):
+		case <-time.After(pause/2 + rand.N(pause)):
 		}
 		pause = min(2*pause, time.Second)
 	}

@@ -201,10 +201,13 @@ func (l *Listener) Serve(ln *net.UnixListener) error {
 			if l.ctx.Err() != nil {
 				return ErrClosed
 			}
-			if p := l.paused.Load(); p != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-				<-*p
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// A pause's deadline, or one a pause left that ended
+				// before this loop saw it: never fatal.
+				if p := l.paused.Load(); p != nil {
+					<-*p
+				}
 				if l.handed.Load() {
-					ln.SetUnlinkOnClose(false) // the next daemon serves on it
 					return ErrClosed
 				}
 				ln.SetDeadline(time.Time{})
@@ -260,6 +263,11 @@ func (l *Listener) Pause() {
 // Resume ends a pause.
 func (l *Listener) Resume() {
 	if p := l.paused.Swap(nil); p != nil {
+		l.mu.Lock()
+		for ln := range l.lns {
+			ln.SetDeadline(time.Time{})
+		}
+		l.mu.Unlock()
 		close(*p)
 	}
 }
@@ -269,6 +277,11 @@ func (l *Listener) Resume() {
 // Handoff waits, at most until ctx ends, for the connections being served
 // to finish (their requests are answered here), then closes the rest.
 func (l *Listener) Handoff(ctx context.Context) {
+	l.mu.Lock()
+	for ln := range l.lns {
+		ln.SetUnlinkOnClose(false) // the next daemon serves on it
+	}
+	l.mu.Unlock()
 	l.handed.Store(true)
 	if p := l.paused.Swap(nil); p != nil {
 		close(*p)

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -102,7 +103,12 @@ type Daemon struct {
 	handed chan struct{}
 
 	reloadMu  sync.Mutex
-	upgradeMu sync.Mutex
+	upgradeMu sync.Mutex // held by an upgrade, and by stop
+	stopping  bool       // guarded by upgradeMu
+	// committed is set once an upgrade has committed; drained is closed
+	// once this process has finished what it still served after it.
+	committed atomic.Bool
+	drained   chan struct{}
 	ctx       context.Context // ends with Run
 	cancel    context.CancelFunc
 	loops     sync.WaitGroup
@@ -111,7 +117,7 @@ type Daemon struct {
 // Run serves until a signal stops it, a listener fails, or a live
 // upgrade hands everything to the next daemon. It returns the exit code.
 func Run(o Options) int {
-	d := &Daemon{o: o, log: o.Logger, cfg: o.Config, notify: newNotifier(o.Logger), handed: make(chan struct{})}
+	d := &Daemon{o: o, log: o.Logger, cfg: o.Config, notify: newNotifier(o.Logger), handed: make(chan struct{}), drained: make(chan struct{})}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	defer d.cancel()
 
@@ -357,7 +363,14 @@ func (d *Daemon) loop() int {
 				d.reload()
 				continue
 			case syscall.SIGUSR2:
+				if !d.srv.BeginUpgrade() {
+					d.log.Warn("SIGUSR2 ignored: " + ErrUpgradeBusy.Error())
+					continue
+				}
+				d.loops.Add(1)
 				go func() {
+					defer d.loops.Done()
+					defer d.srv.EndUpgrade()
 					if err := d.upgrade(d.ctx); err != nil {
 						d.log.Error("upgrade failed; this daemon keeps serving", "err", err)
 					}
@@ -372,6 +385,10 @@ func (d *Daemon) loop() int {
 			d.stop()
 			return 1
 		case <-d.handed:
+			// The new daemon serves, and gets the signals (systemd's,
+			// or the root parent's): this process only finishes the
+			// Clearwater requests it was serving, then exits.
+			<-d.drained
 			return 0
 		}
 	}
@@ -380,19 +397,29 @@ func (d *Daemon) loop() int {
 // stop shuts down: STOPPING=1, then every front door closes; requests in
 // flight are answered first, for at most StopTimeout.
 func (d *Daemon) stop() {
+	// An upgrade under way finishes (or fails) first; once one has
+	// committed, the new daemon serves and this one has nothing to stop.
+	d.upgradeMu.Lock()
+	d.stopping = true
+	d.upgradeMu.Unlock()
+	if d.committed.Load() {
+		<-d.drained
+		return
+	}
 	d.notify.stopping()
 	ctx, cancel := context.WithTimeout(context.Background(), max(d.cfg.StopTimeout, time.Millisecond))
 	defer cancel()
 	// Pausing lets every session finish what it has in flight and send
-	// the replies; what is not done by the deadline is cancelled.
+	// the replies; what is not done by the deadline is cancelled by
+	// Close (the server stays paused: nothing new is read meanwhile).
 	if err := d.srv.Pause(ctx); err != nil {
 		d.log.Warn("stopping with requests still in flight", "err", err)
 	}
 	if d.store != nil {
 		// The sockets stay in the fd store, with a last record: a
 		// restart finds them, and their holders reclaim them.
-		d.store.close()
 		d.srv.Registry().SetStore(nil)
+		d.store.close()
 		socks, refs, _ := d.srv.Registry().Summary()
 		d.log.Info("leaving the held sockets in the fd store", "sockets", socks, "refs", refs)
 	}

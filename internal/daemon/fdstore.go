@@ -71,6 +71,8 @@ type fdStore struct {
 	stop  chan struct{}
 	done  chan struct{}
 
+	once sync.Once // close or detach
+
 	mu      sync.Mutex // the records
 	seq     uint64
 	memfds  [2]int
@@ -161,12 +163,24 @@ func (f *fdStore) loop() {
 // close stops the writer after one last record; the memfds stay in the
 // store.
 func (f *fdStore) close() {
-	close(f.stop)
-	<-f.done
-	if err := f.write(); err != nil {
-		f.log.Error("writing the crash record", "err", err)
-	}
-	f.closeMemfds()
+	f.once.Do(func() {
+		close(f.stop)
+		<-f.done
+		if err := f.write(); err != nil {
+			f.log.Error("writing the crash record", "err", err)
+		}
+		f.closeMemfds()
+	})
+}
+
+// detach stops the writer without a last record: after a live upgrade
+// the new daemon writes them.
+func (f *fdStore) detach() {
+	f.once.Do(func() {
+		close(f.stop)
+		<-f.done
+		f.closeMemfds()
+	})
 }
 
 // Add pushes a new cached socket into the store (registry.Store).
@@ -203,14 +217,9 @@ func (f *fdStore) Changed() {
 // write writes the current state into the older memfd: a line with the
 // SHA-256 of the rest, then the JSON record.
 func (f *fdStore) write() error {
-	st, err := f.reg.Snapshot(nil)
+	st, err := f.reg.Record()
 	if err != nil {
-		if errors.Is(err, registry.ErrClosed) {
-			return nil
-		}
-		// Descriptors being sent: try again shortly.
-		f.Changed()
-		return nil
+		return nil // closed: nothing left to record
 	}
 	rec := record{Version: recordVersion, Written: time.Now(), State: st, Options: make([]int, len(st.Sockets))}
 	sets := map[binder.Options]int{}

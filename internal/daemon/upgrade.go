@@ -73,10 +73,13 @@ func (d *Daemon) upgrade(ctx context.Context) error {
 	if d.o.Inherited && d.o.Parent == nil {
 		return errors.New("this daemon runs under a root parent that dropped its privileges and cannot adopt a new daemon (an older sockfactoryd): restart it instead (docs/operations.md)")
 	}
-	if !d.upgradeMu.TryLock() {
-		return ErrUpgradeBusy
-	}
+	// One at a time (the server decides "busy" before the request is
+	// recorded: Server.BeginUpgrade), and never beside a stop.
+	d.upgradeMu.Lock()
 	defer d.upgradeMu.Unlock()
+	if d.stopping {
+		return errors.New("the daemon is stopping")
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, max(d.cfg.UpgradeTimeout, time.Second))
 	defer cancel()
@@ -141,15 +144,24 @@ func (d *Daemon) upgrade(ctx context.Context) error {
 	}
 	d.log.Debug("upgrade: phases", "start", t0.Sub(start), "pause", t1.Sub(t0), "export", t2.Sub(t1), "send", t3.Sub(t2),
 		"take", time.Since(t3), "bytes", len(body), "fds", len(fds))
+	// Detached before the commit: a linger timer of this registry must
+	// not take out of the store a socket the new daemon now keeps there.
+	reg := d.srv.Registry()
+	if d.store != nil {
+		reg.SetStore(nil)
+	}
 	if err := p.Commit(); err != nil {
+		if d.store != nil {
+			reg.SetStore(d.store)
+			d.store.Changed()
+		}
 		return resume(err)
 	}
 	// The new daemon serves from here on.
+	d.committed.Store(true)
 	if d.store != nil {
-		d.srv.Registry().SetStore(nil) // the new daemon keeps the store
-		close(d.store.stop)
-		<-d.store.done
-		d.store.closeMemfds()
+		d.store.detach() // the new daemon keeps the store
+		d.store = nil
 	}
 	if !d.o.Inherited {
 		// Under a root parent, the parent stays the main process.
@@ -163,13 +175,14 @@ func (d *Daemon) upgrade(ctx context.Context) error {
 	}
 	d.cancel() // the watchdog and status reports are the new daemon's
 	d.srv.Commit()
+	close(d.handed) // signals are the new daemon's from here on
 	drain, stop := context.WithTimeout(context.Background(), d.drainTimeout())
 	defer stop()
 	for _, l := range d.cw {
 		l.Handoff(drain)
 	}
 	d.log.Info("upgrade: handed over; exiting", "new_pid", p.PID(), "took", time.Since(start).Round(time.Millisecond))
-	close(d.handed)
+	close(d.drained)
 	return nil
 }
 

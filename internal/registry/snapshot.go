@@ -82,14 +82,28 @@ type RefState struct {
 func (g *Registry) Snapshot(known []*Holder) (*State, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.snapshotLocked(known)
+	return g.snapshotLocked(known, false)
 }
 
-func (g *Registry) snapshotLocked(known []*Holder) (*State, error) {
+// Record is Snapshot for a record that keeps no descriptor (SocketState.FD
+// is -1 throughout): it works while descriptors are lent.
+func (g *Registry) Record() (*State, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st, err := g.snapshotLocked(nil, true)
+	if err == nil {
+		for i := range st.Sockets {
+			st.Sockets[i].FD = -1
+		}
+	}
+	return st, err
+}
+
+func (g *Registry) snapshotLocked(known []*Holder, lentOK bool) (*State, error) {
 	if g.closed {
 		return nil, ErrClosed
 	}
-	if len(g.lent) > 0 {
+	if len(g.lent) > 0 && !lentOK {
 		return nil, fmt.Errorf("%d sockets are being sent to clients: pause every session before taking a snapshot", len(g.lent))
 	}
 	st := &State{Holders: make([]HolderState, 0, len(known)), Sockets: make([]SocketState, 0, g.sockets.n), ReclaimKey: hex.EncodeToString(g.reclaimKey[:])}
@@ -156,7 +170,7 @@ func (g *Registry) snapshotLocked(known []*Holder) (*State, error) {
 func (g *Registry) SnapshotLent(known []*Holder) (st *State, done func(), err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if st, err = g.snapshotLocked(known); err != nil {
+	if st, err = g.snapshotLocked(known, false); err != nil {
 		return nil, nil, err
 	}
 	var lent []*socket

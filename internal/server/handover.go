@@ -134,8 +134,8 @@ var ErrPaused = errors.New("the server is already paused")
 // each finishes what it has in flight and sends the replies, then waits.
 // Nothing more is read from any client until Resume or Commit; clients'
 // requests wait in their sockets meanwhile, connections in the listeners'
-// backlogs. It returns once all are at rest, or fails when ctx ends first
-// (the server is then resumed).
+// backlogs. It returns once all are at rest, or fails when ctx ends first;
+// the server stays paused either way (Resume, Commit or Close end it).
 func (s *Server) Pause(ctx context.Context) error {
 	g := &pauseGate{resume: make(chan struct{}), commit: make(chan struct{})}
 	s.mu.Lock()
@@ -163,7 +163,6 @@ func (s *Server) Pause(ctx context.Context) error {
 	for !s.restingLocked() {
 		if ctx.Err() != nil {
 			s.mu.Unlock()
-			s.Resume()
 			return fmt.Errorf("pausing: %d of %d connections still busy: %w", s.busy(), s.Sessions(), ctx.Err())
 		}
 		s.cond.Wait()
@@ -171,6 +170,13 @@ func (s *Server) Pause(ctx context.Context) error {
 	s.mu.Unlock()
 	return nil
 }
+
+// BeginUpgrade reserves the server for one upgrade: false when one is
+// under way. Each true is followed by one EndUpgrade.
+func (s *Server) BeginUpgrade() bool { return s.upgrading.CompareAndSwap(false, true) }
+
+// EndUpgrade ends what BeginUpgrade reserved.
+func (s *Server) EndUpgrade() { s.upgrading.Store(false) }
 
 // restingLocked reports whether every session and accept loop is parked.
 func (s *Server) restingLocked() bool {
@@ -223,7 +229,9 @@ func (s *Server) Export() (*State, []int, func(), error) {
 	s.mu.Lock()
 	sessions := make([]*session, 0, len(s.sessions))
 	for ss := range s.sessions {
-		if ss.raw != nil && ss.parked { // identified and at rest
+		// parked first: a session sets raw before it parks, and one
+		// that has not parked may be setting it now.
+		if ss.parked && ss.raw != nil {
 			sessions = append(sessions, ss)
 		}
 	}
@@ -310,6 +318,9 @@ func (s *Server) Import(st *State, fds []int, upgraded *wire.UpgradeResult) erro
 	for i := range st.Registry.Sockets {
 		sk := &st.Registry.Sockets[i]
 		if sk.FD < 0 || sk.FD >= len(fds) || fds[sk.FD] < 0 {
+			for _, fd := range regFDs {
+				unix.Close(fd)
+			}
 			closeAll()
 			return fmt.Errorf("%w: socket %s %s names descriptor %d of %d", registry.ErrBadState, sk.Proto, sk.Addr, sk.FD, len(fds))
 		}
@@ -326,14 +337,16 @@ func (s *Server) Import(st *State, fds []int, upgraded *wire.UpgradeResult) erro
 		fds[sk.FD] = -1
 		sk.FD = len(regFDs) - 1
 	}
+	usedFD := make(map[int]bool, len(st.Sessions))
 	for _, ss := range st.Sessions {
-		if ss.FD < 0 || ss.FD >= len(fds) || fds[ss.FD] < 0 || ss.Holder < 0 || ss.Holder >= len(st.Registry.Holders) {
+		if ss.FD < 0 || ss.FD >= len(fds) || fds[ss.FD] < 0 || usedFD[ss.FD] || ss.Holder < 0 || ss.Holder >= len(st.Registry.Holders) {
 			for _, fd := range regFDs {
 				unix.Close(fd)
 			}
 			closeAll()
-			return fmt.Errorf("%w: a connection names descriptor %d or holder %d out of range", registry.ErrBadState, ss.FD, ss.Holder)
+			return fmt.Errorf("%w: a connection names descriptor %d or holder %d out of range, or a descriptor twice", registry.ErrBadState, ss.FD, ss.Holder)
 		}
+		usedFD[ss.FD] = true
 	}
 	holders, err := s.registry.Restore(st.Registry, regFDs)
 	if err != nil {

@@ -108,6 +108,7 @@ type Server struct {
 	upgraded    *wire.UpgradeResult
 	upgrade     func(ctx context.Context) error
 	upgrades    sync.WaitGroup // upgrade requests being run
+	upgrading   atomic.Bool    // see BeginUpgrade
 }
 
 // New returns a Server that serves nothing until Serve is called.
@@ -198,9 +199,14 @@ func (s *Server) Serve(l *net.UnixListener) error {
 			if s.ctx.Err() != nil {
 				return ErrServerClosed
 			}
-			if s.pausing() && errors.Is(err, os.ErrDeadlineExceeded) {
-				if !s.parkedLoop(l) {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// A pause's deadline, or one left by a pause that
+				// ended before this loop saw it: never fatal.
+				if s.pausing() && !s.parkedLoop(l) {
 					return ErrServerClosed
+				}
+				if !s.pausing() {
+					l.SetDeadline(time.Time{})
 				}
 				continue
 			}

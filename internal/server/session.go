@@ -440,6 +440,12 @@ func (ss *session) startUpgrade(req *wire.Request) {
 		ss.fail(req, wire.Errorf(wire.CodeInvalidRequest, "this daemon cannot upgrade"))
 		return
 	}
+	// Decided before the request is recorded: a request refused as busy
+	// is never handed over, and the one that runs is answered once.
+	if !ss.s.BeginUpgrade() {
+		ss.fail(req, wire.Errorf(wire.CodeInternal, "an upgrade is already in progress; this daemon (pid %d) keeps serving with nothing lost", os.Getpid()))
+		return
+	}
 	id := req.ID
 	ss.mu.Lock()
 	ss.upgradeReply = &id
@@ -447,6 +453,7 @@ func (ss *session) startUpgrade(req *wire.Request) {
 	ss.s.upgrades.Add(1)
 	go func() {
 		defer ss.s.upgrades.Done()
+		defer ss.s.EndUpgrade()
 		err := ss.s.upgrade(ss.s.ctx)
 		ss.mu.Lock()
 		ss.upgradeReply = nil
