@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -157,16 +158,30 @@ func dropPrivileges(log *slog.Logger, c *config.Config, lns []*net.UnixListener)
 	}
 	pid := cmd.Process.Pid
 	log.Info("dropped privileges", "user", c.User, "uid", c.UID, "gid", c.GID, "groups", c.Groups, "capabilities", names, "pid", pid)
+	upgraded := readUpgrades(reports)
+	// target is the daemon signals go to: the new one as soon as the old
+	// one has said it handed over (it only drains, then exits).
+	target, next := pid, 0
 	for {
 		select {
 		case s := <-sigs:
-			syscall.Kill(pid, s.(syscall.Signal))
+			syscall.Kill(target, s.(syscall.Signal))
+		case n := <-upgraded:
+			next, target = n, n
 		case err := <-done:
-			if next := upgradedTo(reports); next > 0 {
+			if next == 0 {
+				// The old daemon wrote before it exited; the reader may
+				// not have passed it on yet.
+				select {
+				case next = <-upgraded:
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			if next > 0 {
 				// The daemon handed over to next, now this process's
 				// child: serve on with it.
 				log.Info("the unprivileged daemon was upgraded", "old_pid", pid, "pid", next)
-				pid, done = next, waitPID(next)
+				pid, target, done, next = next, next, waitPID(next), 0
 				continue
 			}
 			os.Remove(c.Socket)
@@ -190,23 +205,22 @@ func dropPrivileges(log *slog.Logger, c *config.Config, lns []*net.UnixListener)
 	}
 }
 
-// upgradedTo reads what the exited daemon wrote on the upgrade pipe: the
-// pid of the daemon it handed over to ("upgraded PID" lines; the last
-// counts), or 0. The old daemon writes before it exits, so what it wrote
-// is there; the read waits no longer than that takes to be seen.
-func upgradedTo(r *os.File) int {
-	r.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	b := make([]byte, 256)
-	n, _ := r.Read(b)
-	pid := 0
-	for line := range strings.SplitSeq(string(b[:n]), "\n") {
-		if v, ok := strings.CutPrefix(line, "upgraded "); ok {
-			if p, err := strconv.Atoi(v); err == nil && p > 0 {
-				pid = p
+// readUpgrades passes on the pids the daemons write on the upgrade pipe
+// ("upgraded PID" lines), until the pipe closes (every daemon holding it
+// has exited).
+func readUpgrades(r *os.File) <-chan int {
+	out := make(chan int, 4)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "upgraded "); ok {
+				if p, err := strconv.Atoi(v); err == nil && p > 0 {
+					out <- p
+				}
 			}
 		}
-	}
-	return pid
+	}()
+	return out
 }
 
 // waitPID waits for the adopted process pid and reports its end as

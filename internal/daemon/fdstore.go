@@ -71,6 +71,12 @@ type fdStore struct {
 	stop  chan struct{}
 	done  chan struct{}
 
+	// Messages for the store, in order (see send): the registry's hooks
+	// only queue them, with its lock held; the writer sends them.
+	qmu   sync.Mutex
+	queue []storeMsg
+	qwake chan struct{}
+
 	once sync.Once // close or detach
 
 	mu      sync.Mutex // the records
@@ -100,7 +106,8 @@ func fdStoreEnabled(n *notifier, configured *bool) bool {
 
 // newFDStore creates the record memfds and pushes them into the store.
 func newFDStore(n *notifier, log *slog.Logger, reg *registry.Registry, stale []string) (*fdStore, error) {
-	f := &fdStore{n: n, log: log, reg: reg, dirty: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), stale: stale, memfds: [2]int{-1, -1}}
+	f := &fdStore{n: n, log: log, reg: reg, dirty: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), stale: stale, memfds: [2]int{-1, -1},
+		qwake: make(chan struct{}, 1)}
 	for i := range f.memfds {
 		fd, err := unix.MemfdCreate("sockfactory-record", unix.MFD_CLOEXEC)
 		if err != nil {
@@ -140,22 +147,78 @@ func (f *fdStore) start() error {
 	return nil
 }
 
-// loop rewrites the record at most every 50 ms while the registry changes.
+// loop sends the queued store messages, and rewrites the record at most
+// every 50 ms while the registry changes. It sends what is queued before
+// it stops.
 func (f *fdStore) loop() {
 	defer close(f.done)
+	var due <-chan time.Time
 	for {
 		select {
 		case <-f.stop:
+			f.flush()
 			return
+		case <-f.qwake:
+			f.flush()
 		case <-f.dirty:
+			if due == nil {
+				due = time.After(50 * time.Millisecond)
+			}
+		case <-due:
+			due = nil
+			f.flush() // the record describes what the store holds
+			if err := f.write(); err != nil {
+				f.log.Error("writing the crash record", "err", err)
+			}
 		}
-		select {
-		case <-f.stop:
-			return
-		case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// storeMsg is one queued message: a socket pushed (fd, a duplicate the
+// message owns) or taken out (fd -1).
+type storeMsg struct {
+	key registry.Key
+	fd  int
+}
+
+// enqueue queues m for the writer; it never blocks.
+func (f *fdStore) enqueue(m storeMsg) {
+	f.qmu.Lock()
+	f.queue = append(f.queue, m)
+	f.qmu.Unlock()
+	select {
+	case f.qwake <- struct{}{}:
+	default:
+	}
+}
+
+// flush sends every queued message in order. The manager's queue is
+// small (net.unix.max_dgram_qlen) and shared: a full one is waited out,
+// briefly, not dropped.
+func (f *fdStore) flush() {
+	f.qmu.Lock()
+	q := f.queue
+	f.queue = nil
+	f.qmu.Unlock()
+	for _, m := range q {
+		state := "FDSTOREREMOVE=1\nFDNAME=" + storeName(m.key)
+		var fds []int
+		if m.fd >= 0 {
+			state = "FDSTORE=1\nFDNAME=" + storeName(m.key) + "\nFDPOLL=0"
+			fds = []int{m.fd}
 		}
-		if err := f.write(); err != nil {
-			f.log.Error("writing the crash record", "err", err)
+		var err error
+		for pause := time.Millisecond; ; pause *= 2 {
+			if err = f.n.sendFDs(state, fds); !errors.Is(err, unix.EAGAIN) || pause > time.Second {
+				break
+			}
+			time.Sleep(pause)
+		}
+		if m.fd >= 0 {
+			unix.Close(m.fd)
+		}
+		if err != nil {
+			f.log.Warn("updating the fd store failed; this socket's state after a crash may be wrong", "socket", m.key.String(), "push", m.fd >= 0, "err", err)
 		}
 	}
 }
@@ -183,21 +246,23 @@ func (f *fdStore) detach() {
 	})
 }
 
-// Add pushes a new cached socket into the store (registry.Store).
-// FDPOLL=0: the daemon takes its sockets out itself, and a TCP socket
-// bound but not listening reports POLLHUP, for which systemd would drop
-// it.
+// Add queues a new cached socket for the store (registry.Store), with a
+// duplicate of its descriptor: the registry may close its own before the
+// message goes. FDPOLL=0: the daemon takes its sockets out itself, and a
+// TCP socket bound but not listening reports POLLHUP, for which systemd
+// would drop it.
 func (f *fdStore) Add(k registry.Key, fd int) {
-	if err := f.n.sendFDs("FDSTORE=1\nFDNAME="+storeName(k)+"\nFDPOLL=0", []int{fd}); err != nil {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
 		f.log.Warn("pushing a socket into the fd store failed; it will not survive a crash", "socket", k.String(), "err", err)
+		return
 	}
+	f.enqueue(storeMsg{key: k, fd: dup})
 }
 
-// Remove takes a closed socket out of the store (registry.Store).
+// Remove queues taking a closed socket out of the store (registry.Store).
 func (f *fdStore) Remove(k registry.Key) {
-	if err := f.n.sendFDs("FDSTOREREMOVE=1\nFDNAME="+storeName(k), nil); err != nil {
-		f.log.Warn("removing a closed socket from the fd store failed", "socket", k.String(), "err", err)
-	}
+	f.enqueue(storeMsg{key: k, fd: -1})
 }
 
 // addAll pushes every socket the registry caches into the store: after
