@@ -390,6 +390,7 @@ func recoverStore(n *notifier, log *slog.Logger, stored []*os.File) *recovered {
 	out := &recovered{}
 	byName := map[string]*os.File{}
 	var best *record
+	bestPID := ""
 	for _, f := range stored {
 		name := f.Name()
 		if strings.HasPrefix(name, StoredPrefix+"state-") {
@@ -400,8 +401,12 @@ func recoverStore(n *notifier, log *slog.Logger, stored []*os.File) *recovered {
 				log.Error("crash record rejected", "name", name, "err", err)
 				continue
 			}
-			if best == nil || rec.Written.After(best.Written) || (rec.Written.Equal(best.Written) && rec.Seq > best.Seq) {
-				best = rec
+			// One daemon's two records are told apart by their sequence
+			// (the wall clock may step back between two writes); two
+			// daemons' (an upgrade), by the time they were written.
+			pid := recordPID(name)
+			if best == nil || (pid == bestPID && rec.Seq > best.Seq) || (pid != bestPID && rec.Written.After(best.Written)) {
+				best, bestPID = rec, pid
 			}
 			continue
 		}
@@ -519,4 +524,11 @@ func fileFD(f *os.File) int {
 		rc.Control(func(u uintptr) { fd = int(u) })
 	}
 	return fd
+}
+
+// recordPID is the pid part of a record's name ("sf-state-PID-N").
+func recordPID(name string) string {
+	rest := strings.TrimPrefix(name, StoredPrefix+"state-")
+	pid, _, _ := strings.Cut(rest, "-")
+	return pid
 }

@@ -13,6 +13,11 @@ import (
 
 // memfdWith returns a memfd holding b, named as a crash record.
 func memfdWith(t testing.TB, b []byte) *os.File {
+	return namedMemfd(t, StoredPrefix+"state-1-0", b)
+}
+
+// namedMemfd returns a memfd holding b, as the file name.
+func namedMemfd(t testing.TB, name string, b []byte) *os.File {
 	t.Helper()
 	fd, err := unix.MemfdCreate("record", unix.MFD_CLOEXEC)
 	if err != nil {
@@ -21,7 +26,7 @@ func memfdWith(t testing.TB, b []byte) *os.File {
 	if _, err := unix.Pwrite(fd, b, 0); err != nil && len(b) > 0 {
 		t.Fatal(err)
 	}
-	return os.NewFile(uintptr(fd), StoredPrefix+"state-1-0")
+	return os.NewFile(uintptr(fd), name)
 }
 
 // FuzzCrashRecord feeds recoverStore crash records whose checksum is
