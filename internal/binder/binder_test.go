@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfactory/sockfactory/internal/binder"
+	"github.com/sockfactory/sockfactory/internal/testnet"
 )
 
 func TestMain(m *testing.M) {
@@ -82,10 +83,7 @@ func requireRoot(t *testing.T) {
 // them all).
 func skipOrFail(t *testing.T, why string) {
 	t.Helper()
-	if os.Getenv("SOCKFACTORY_REQUIRE_ROOT") == "1" {
-		t.Fatal(why + "; SOCKFACTORY_REQUIRE_ROOT=1 forbids skipping")
-	}
-	t.Skip(why)
+	testnet.SkipOrFail(t, why)
 }
 
 var (

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sockfactory/sockfactory/internal/paths"
 	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/testnet"
 )
 
 // skipOrFail skips a test that needs a standard user or group this system
@@ -24,10 +25,7 @@ import (
 // them).
 func skipOrFail(t *testing.T, why string) {
 	t.Helper()
-	if os.Getenv("SOCKFACTORY_REQUIRE_ROOT") == "1" {
-		t.Fatalf("%s, and SOCKFACTORY_REQUIRE_ROOT=1 forbids skipping", why)
-	}
-	t.Skip(why)
+	testnet.SkipOrFail(t, why)
 }
 
 // uidOf and gidOf look up the IDs a name should resolve to, so that the tests

@@ -15,21 +15,25 @@ import (
 	"time"
 
 	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/testnet"
 )
 
 // socketActivate returns the path of systemd-socket-activate, failing (or
 // skipping, outside CI) when it is missing.
 func socketActivate(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("systemd-socket-activate")
-	if err == nil {
-		return p
+	return systemdTool(t, "systemd-socket-activate")
+}
+
+// systemdTool returns the path of one of systemd's programs, failing (or
+// skipping, outside CI) when it is missing.
+func systemdTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		testnet.SkipOrFail(t, fmt.Sprintf("%s not found (%v): install the Debian package systemd (.ci/run does)", name, err))
 	}
-	if os.Getenv("SOCKFACTORY_REQUIRE_ROOT") == "1" {
-		t.Fatalf("systemd-socket-activate not found (%v): install the Debian package systemd (.ci/run does)", err)
-	}
-	t.Skipf("systemd-socket-activate not found (%v): install the systemd package", err)
-	return ""
+	return p
 }
 
 const activationConfig = `
@@ -197,11 +201,7 @@ func TestIntegrationSocketActivationMismatch(t *testing.T) {
 // allowed.
 func TestIntegrationContribUnits(t *testing.T) {
 	requireRoot(t)
-	analyze, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		socketActivate(t) // fails or skips with the same advice
-		t.Skip("systemd-analyze not found")
-	}
+	analyze := systemdTool(t, "systemd-analyze")
 	dir := publicTempDir(t)
 	for _, name := range []string{"sockfactoryd.service", "sockfactoryd.socket"} {
 		b, err := os.ReadFile(filepath.Join("..", "..", "contrib", "systemd", name))

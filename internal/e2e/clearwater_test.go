@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockfactory/sockfactory/internal/testnet"
 )
 
 // The Clearwater-compatible front door (issue 3), driven the way existing
@@ -334,11 +336,7 @@ func clearwaterClient(t *testing.T) string {
 		cClient.path = out
 	})
 	if errors.Is(cClient.err, exec.ErrNotFound) {
-		why := "needs gcc to build the C Clearwater client (install gcc, e.g. apt-get install gcc)"
-		if os.Getenv("SOCKFACTORY_REQUIRE_ROOT") == "1" {
-			t.Fatalf("SOCKFACTORY_REQUIRE_ROOT=1 but this test %s", why)
-		}
-		t.Skip(why)
+		testnet.SkipOrFail(t, "needs gcc to build the C Clearwater client (install gcc, e.g. apt-get install gcc)")
 	}
 	if cClient.err != nil {
 		t.Fatal(cClient.err)

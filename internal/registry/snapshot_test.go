@@ -610,9 +610,6 @@ func snapSocket(t *testing.T, st *State, k Key) *SocketState {
 	return nil
 }
 
-// snapKnownBugs are cases of TestRestoreRefusesBadState that fail for a
-// bug in snapshot.go not fixed yet, and are skipped until it is.
-var snapKnownBugs = map[string]string{}
 
 // TestRestoreRefusesBadState: a state that does not describe a cache is
 // refused with ErrBadState, wherever the fault is (before any socket is
@@ -664,9 +661,6 @@ func TestRestoreRefusesBadState(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if bug := snapKnownBugs[tc.name]; bug != "" {
-				t.Skip(bug)
-			}
 			st, fds := snapHandover(t, valid)
 			fds = append(fds, snapDup(t, fds[0])) // one no socket names
 			tc.mutate(t, st, fds)
