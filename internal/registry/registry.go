@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/maphash"
 	"net/netip"
 	"os"
@@ -297,8 +298,10 @@ type Registry struct {
 	// set, runs between the chunks of an admin's listing, unlocked.
 	visits      uint64
 	statusPause func()
-	// reclaimKey derives every reference's reclaim secret (see secret).
+	// reclaimKey derives every reference's reclaim secret (see secret),
+	// with mac, an HMAC keyed with it.
 	reclaimKey [32]byte
+	mac        hash.Hash
 	// orphans are holders restored from a crash record whose references
 	// wait to be reclaimed until orphanTimer releases them (see Orphan).
 	orphans      map[*Holder]struct{}
@@ -352,7 +355,9 @@ type lending struct {
 // New returns an empty registry whose pending tokens live ttl.
 func New(ttl time.Duration) *Registry {
 	g := &Registry{ttl: ttl, epoch: time.Now(), seed: maphash.MakeSeed(), lent: make(map[*socket]*lending)}
-	rand.Read(g.reclaimKey[:])
+	var key [32]byte
+	rand.Read(key[:])
+	g.setKey(key)
 	g.reset()
 	return g
 }
@@ -678,12 +683,21 @@ func (g *Registry) newToken() token {
 // rather than drawing it keeps a Ref within its size class and costs no
 // read of random bits; the key travels with the State, so that a secret
 // handed out before an upgrade or a crash still works after it.
+// Called with g.mu held: the keyed HMAC is made once per key (setKey) and
+// reset here, so that a bind pays one HMAC and no allocation for it.
 func (g *Registry) secret(t token) token {
-	m := hmac.New(sha256.New, g.reclaimKey[:])
-	m.Write(t[:])
+	g.mac.Reset()
+	g.mac.Write(t[:])
+	var sum [sha256.Size]byte
 	var sec token
-	copy(sec[:], m.Sum(nil))
+	copy(sec[:], g.mac.Sum(sum[:0]))
 	return sec
+}
+
+// setKey makes key the reclaim key.
+func (g *Registry) setKey(key [32]byte) {
+	g.reclaimKey = key
+	g.mac = hmac.New(sha256.New, key[:])
 }
 
 func (g *Registry) findToken(t token) *Ref {

@@ -225,10 +225,10 @@ func (g *Registry) Restore(st *State, fds []int) ([]*Holder, error) {
 		return nil, fmt.Errorf("%w: the reclaim key is not %d hex-encoded bytes", ErrBadState, len(g.reclaimKey))
 	}
 	oldKey := g.reclaimKey
-	copy(g.reclaimKey[:], key)
+	g.setKey([32]byte(key))
 	bad = func(format string, args ...any) ([]*Holder, error) {
 		g.dropAllLocked()
-		g.reclaimKey = oldKey
+		g.setKey(oldKey)
 		closeAll()
 		return nil, fmt.Errorf("%w: %s", ErrBadState, fmt.Sprintf(format, args...))
 	}
