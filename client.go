@@ -336,11 +336,11 @@ type clientConn struct {
 	broken atomic.Bool   // set once err is
 	reader chan struct{} // holds the reader token while nobody reads
 	// watched is set once a goroutine watches the connection for the
-	// daemon hanging up (Client.watch); watch is its descriptor, closed
-	// with the connection.
-	watched atomic.Bool
-	watch   *os.File
-	wg      *sync.WaitGroup
+	// daemon hanging up (Client.watch); watchStop, while it watches, is
+	// the eventfd close writes to end the watch (-1: none). Guarded by mu.
+	watched   atomic.Bool
+	watchStop int
+	wg        *sync.WaitGroup
 
 	// The reader token's holder alone uses these.
 	rc                syscall.RawConn
@@ -386,14 +386,15 @@ func newClientConn(uc *net.UnixConn, wg *sync.WaitGroup) (*clientConn, error) {
 		return nil, err
 	}
 	cc := &clientConn{
-		uc:      uc,
-		rc:      rc,
-		wg:      wg,
-		reader:  make(chan struct{}, 1),
-		buf:     make([]byte, wire.MaxMessageSize),
-		oob:     make([]byte, unix.CmsgSpace(wire.MaxFDs*4)),
-		pending: make(map[uint64]chan result),
-		dead:    make(chan struct{}),
+		uc:        uc,
+		rc:        rc,
+		wg:        wg,
+		reader:    make(chan struct{}, 1),
+		buf:       make([]byte, wire.MaxMessageSize),
+		oob:       make([]byte, unix.CmsgSpace(wire.MaxFDs*4)),
+		pending:   make(map[uint64]chan result),
+		dead:      make(chan struct{}),
+		watchStop: -1,
 	}
 	cc.reader <- struct{}{}
 	cc.iov.Base = &cc.buf[0]
@@ -721,11 +722,12 @@ func (cc *clientConn) close(err error) {
 	pending := cc.pending
 	cc.pending = nil
 	cc.abandoned = nil
-	watch := cc.watch
-	cc.mu.Unlock()
-	if watch != nil {
-		watch.Close() // ends the watcher's wait
+	if cc.watchStop >= 0 {
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		unix.Write(cc.watchStop, one[:]) // ends the watcher's wait
 	}
+	cc.mu.Unlock()
 	// Closing the socket also closes the descriptors of replies not yet
 	// read, and ends a read in progress.
 	cc.uc.Close()

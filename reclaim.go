@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -103,10 +102,12 @@ func (c *Client) reclaimAll(ctx context.Context, cc *clientConn) error {
 
 // watch starts, once per connection, a goroutine that notices the daemon
 // closing the live connection while the Client holds references, and
-// then connects again (which reclaims them). It waits in the runtime's
-// poller on a duplicate of the connection's descriptor and reads nothing:
-// it only asks poll(2) whether the daemon hung up, so that replies are
-// left to the requests that wait for them.
+// then connects again (which reclaims them). It waits in poll(2), on a
+// thread of its own, for the hang-up alone (POLLRDHUP) on a duplicate of
+// the connection's descriptor and for an eventfd the connection's close
+// writes: replies arriving wake nothing, so requests cost no extra
+// wake-up or system call. It reads nothing: replies are left to the
+// requests that wait for them.
 func (c *Client) watch() {
 	cc := c.live.Load()
 	if cc == nil || !cc.watched.CompareAndSwap(false, true) {
@@ -120,42 +121,46 @@ func (c *Client) watch() {
 		c.rejoinLater()
 		return
 	}
-	f := os.NewFile(uintptr(fd), "sockfactory-watch")
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(fd)
+		return // no watch: the next request reconnects and reclaims
+	}
 	cc.mu.Lock()
 	if cc.err != nil {
 		cc.mu.Unlock()
-		f.Close()
+		unix.Close(fd)
+		unix.Close(stop)
 		c.rejoinLater()
 		return
 	}
-	cc.watch = f
+	cc.watchStop = stop
 	cc.mu.Unlock()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		hup, queued := false, false
-		if rc, err := f.SyscallConn(); err == nil {
-			rc.Read(func(s uintptr) bool {
-				p := []unix.PollFd{{Fd: int32(s), Events: unix.POLLIN | unix.POLLRDHUP}}
-				if n, _ := unix.Poll(p, 0); n > 0 && p[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR) != 0 {
-					hup, queued = true, p[0].Revents&unix.POLLIN != 0
-					return true
-				}
-				return false // a reply arrived: a request reads it
-			})
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}, {Fd: int32(stop), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(p, -1); err != unix.EINTR {
+				break
+			}
 		}
-		if hup && queued {
-			// Replies the daemon sent before it closed are still
+		hup := p[1].Revents == 0 && p[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR) != 0
+		cc.mu.Lock()
+		cc.watchStop = -1 // close must not write to it once closed
+		cc.mu.Unlock()
+		unix.Close(stop)
+		unix.Close(fd)
+		if hup {
+			// Replies the daemon sent before it closed may still be
 			// queued: let the requests waiting for them read them (and
-			// the end after them) rather than throw them away.
+			// the end after them, which closes the connection) rather
+			// than throw them away.
 			for i := 0; i < 200 && cc.waiting(); i++ {
 				time.Sleep(5 * time.Millisecond)
 			}
-		}
-		if hup {
 			cc.close(fmt.Errorf("%w: daemon closed the connection", ErrUnavailable))
 		}
-		f.Close()
 		c.rejoin()
 	}()
 }
