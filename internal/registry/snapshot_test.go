@@ -610,7 +610,6 @@ func snapSocket(t *testing.T, st *State, k Key) *SocketState {
 	return nil
 }
 
-
 // TestRestoreRefusesBadState: a state that does not describe a cache is
 // refused with ErrBadState, wherever the fault is (before any socket is
 // taken in, or after some are), and leaves the registry empty and usable,
