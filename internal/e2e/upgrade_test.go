@@ -498,7 +498,7 @@ func TestIntegrationUpgradeFails(t *testing.T) {
 		name, script, want string
 	}{
 		{"exits at once", "#!/bin/sh\nexit 3\n", "exited (exit status 3)"},
-		{"never ready", "#!/bin/sh\nexec sleep 60\n", "no answer in time"},
+		{"never ready", "#!/bin/sh\nexec sleep 60\n", "no answer within [daemon] upgrade_timeout"},
 		{"not the daemon", "#!/bin/sh\necho '{\"type\":\"hello\",\"min\":7,\"max\":9}' >&$SOCKFACTORY_UPGRADE_FD\nexec sleep 60\n", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {

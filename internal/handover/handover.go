@@ -259,11 +259,11 @@ func (p *Parent) failed(doing string, err error) error {
 		if werr == nil {
 			werr = errors.New("exit status 0")
 		}
-		return fmt.Errorf("%s: the new daemon exited (%v)", doing, werr)
+		return fmt.Errorf("%s: the new daemon exited (%v); its log lines, just before this one, say why", doing, werr)
 	case <-time.After(100 * time.Millisecond): // it may be exiting
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("%s: no answer in time", doing)
+		return fmt.Errorf("%s: no answer within [daemon] upgrade_timeout; check that the file at the daemon's path is a sockfactoryd, and its log lines", doing)
 	}
 	return fmt.Errorf("%s: %w", doing, err)
 }
