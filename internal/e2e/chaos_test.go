@@ -1356,7 +1356,7 @@ func TestIntegrationChaos(t *testing.T) {
 	// The first daemon also had what the harness leaked into it, which
 	// it sealed and no daemon it starts gets: at most the baseline.
 	var fds int
-	if !poll(30*time.Second, func() bool { fds = chaosFDs(t, pid); return fds <= baseFDs }) {
+	if !poll(30*time.Second, func() bool { fds = len(testnet.ProcFDs(t, pid)); return fds <= baseFDs }) {
 		t.Errorf("daemon fd count after the chaos: got %d, want at most the baseline %d", fds, baseFDs)
 	}
 	// Goroutines: the baseline and this count both include the admin's
@@ -1409,14 +1409,4 @@ func chaosUpgrades(socket string, pid *int, stop <-chan struct{}) (errs []string
 		*pid = newPID
 	}
 	return errs
-}
-
-// chaosFDs counts pid's open descriptors.
-func chaosFDs(t *testing.T, pid int) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatalf("counting the daemon's fds: %v", err)
-	}
-	return len(ents)
 }

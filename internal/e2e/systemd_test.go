@@ -291,7 +291,7 @@ func TestIntegrationCrashSurvival(t *testing.T) {
 	// The Go Listener's and the exec'd program's clients reconnect and
 	// reclaim by themselves.
 	waitFor(t, "two reclaims", func() bool { return strings.Count(s.log.String(), "op=reclaim") >= 2 })
-	if !slices.Contains(daemonSocketInodes(t, s.cmd.Process.Pid), lnIno) {
+	if !slices.Contains(socketInodes(t, s.cmd.Process.Pid), lnIno) {
 		t.Errorf("the restarted daemon does not hold the Listener's socket (inode %d)", lnIno)
 	}
 	admin = &sockfactory.Client{Socket: s.socket}
@@ -376,12 +376,6 @@ func TestIntegrationCrashRecordTampered(t *testing.T) {
 	checkAccepts(t, ln, "the Listener after the restart")
 }
 
-// daemonSocketInodes lists the inodes of pid's sockets.
-func daemonSocketInodes(t *testing.T, pid int) []uint64 {
-	u := &upgradable{pid: pid}
-	return u.socketInodes(t)
-}
-
 // TestIntegrationStopKeepsStore stops a daemon that keeps the fd store
 // with SIGTERM, as systemctl restart does, and starts it again: the held
 // socket is back, and the Go Listener's client reclaims its reference.
@@ -421,7 +415,7 @@ func TestIntegrationStopKeepsStore(t *testing.T) {
 	}
 	s.start()
 	waitFor(t, "the holder's reclaims", func() bool { return strings.Count(s.log.String(), "op=reclaim") == 2 })
-	if !slices.Contains(daemonSocketInodes(t, s.cmd.Process.Pid), ino) {
+	if !slices.Contains(socketInodes(t, s.cmd.Process.Pid), ino) {
 		t.Errorf("the restarted daemon does not hold the Listener's socket")
 	}
 	admin := &sockfactory.Client{Socket: s.socket}
@@ -592,7 +586,7 @@ func TestIntegrationCrashLoop(t *testing.T) {
 	pid := s.cmd.Process.Pid
 	var sockets int
 	waitFor(t, "the daemon's sockets to settle", func() bool {
-		sockets = len(daemonSocketInodes(t, pid))
+		sockets = len(socketInodes(t, pid))
 		return sockets == 1+holders+holders+2+1
 	})
 }

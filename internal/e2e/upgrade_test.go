@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfactory/sockfactory"
+	"github.com/sockfactory/sockfactory/internal/testnet"
 )
 
 // upgradeConfig lets root bind and connect on loopback and be an admin,
@@ -115,42 +116,19 @@ func gone(pid int) bool {
 }
 
 // fds counts the serving daemon's descriptors.
-func (u *upgradable) fds(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", u.pid))
-	if err != nil {
-		t.Fatalf("counting the daemon's fds: %v", err)
-	}
-	return len(ents)
-}
+func (u *upgradable) fds(t testing.TB) int { return len(testnet.ProcFDs(t, u.pid)) }
 
 // fdList describes the serving daemon's descriptors, for failures.
-func (u *upgradable) fdList(t testing.TB) []string {
-	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", u.pid)
-	ents, _ := os.ReadDir(dir)
-	var out []string
-	for _, e := range ents {
-		l, _ := os.Readlink(filepath.Join(dir, e.Name()))
-		out = append(out, e.Name()+"="+l)
-	}
-	return out
-}
+func (u *upgradable) fdList(t testing.TB) map[int]string { return testnet.ProcFDs(t, u.pid) }
 
 // socketInodes lists the inodes of the serving daemon's sockets.
-func (u *upgradable) socketInodes(t testing.TB) []uint64 {
+func (u *upgradable) socketInodes(t testing.TB) []uint64 { return socketInodes(t, u.pid) }
+
+// socketInodes lists the inodes of pid's sockets.
+func socketInodes(t testing.TB, pid int) []uint64 {
 	t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", u.pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []uint64
-	for _, e := range ents {
-		l, err := os.Readlink(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue
-		}
+	for _, l := range testnet.ProcFDs(t, pid) {
 		if s, ok := strings.CutPrefix(l, "socket:["); ok {
 			n, _ := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 64)
 			out = append(out, n)
