@@ -806,13 +806,37 @@ func parseRights(oob []byte, fn func(fd int)) error {
 // close it. timeout, when positive, bounds the daemon's work (resolution and
 // every connect attempt); ctx bounds the whole call.
 func (c *Client) ConnectFile(ctx context.Context, network, address string, timeout time.Duration) (*os.File, error) {
+	return c.ConnectFileWith(ctx, network, address, &ConnectOptions{Timeout: timeout})
+}
+
+// ConnectOptions adjust a connect request. The zero value (or nil) means
+// the defaults.
+type ConnectOptions struct {
+	// Timeout, when positive, bounds the daemon's work (resolution and
+	// every connect attempt).
+	Timeout time.Duration
+	// Netns names the network namespace the connection is made from and
+	// a name resolved in: a name under /run/netns (with that namespace's
+	// /etc/netns/NAME/resolv.conf and hosts), "caller" for this process's
+	// own, or "" for the daemon's own. The daemon's policy must grant it
+	// (a rule's netns).
+	Netns string
+}
+
+// ConnectFileWith is ConnectFile with options; nil means the defaults.
+func (c *Client) ConnectFileWith(ctx context.Context, network, address string, o *ConnectOptions) (*os.File, error) {
+	var timeout time.Duration
+	var ns string
+	if o != nil {
+		timeout, ns = o.Timeout, o.Netns
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		if left := time.Until(dl); timeout <= 0 || left < timeout {
 			timeout = max(left, time.Millisecond)
 		}
 	}
 	req := &wire.Request{Op: wire.OpConnect, Connect: &wire.ConnectRequest{
-		Network: network, Address: address, TimeoutMS: timeout.Milliseconds(),
+		Network: network, Address: address, TimeoutMS: timeout.Milliseconds(), Netns: ns,
 	}}
 	rep, fds, err := c.roundTrip(ctx, req)
 	if err != nil {
@@ -835,11 +859,11 @@ func (c *Client) ConnectFile(ctx context.Context, network, address string, timeo
 // grpc.WithContextDialer. Errors are *net.OpError wrapping an *Error (or
 // ErrUnavailable when the daemon cannot be reached).
 func (c *Client) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	return dial(ctx, c, network, address, 0)
+	return dial(ctx, c, network, address, nil)
 }
 
-func dial(ctx context.Context, c *Client, network, address string, timeout time.Duration) (net.Conn, error) {
-	f, err := c.ConnectFile(ctx, network, address, timeout)
+func dial(ctx context.Context, c *Client, network, address string, o *ConnectOptions) (net.Conn, error) {
+	f, err := c.ConnectFileWith(ctx, network, address, o)
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: stringAddr{network, address}, Err: err}
 	}

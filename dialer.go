@@ -25,6 +25,9 @@ type Dialer struct {
 	// attempts. Zero means the daemon's default (10 s unless configured).
 	// A context deadline that is sooner wins.
 	Timeout time.Duration
+	// Netns names the network namespace connections are made from (see
+	// ConnectOptions.Netns); empty means the daemon's own.
+	Netns string
 
 	once sync.Once
 	own  *Client
@@ -42,7 +45,7 @@ func (d *Dialer) client() *Client {
 // may be a DNS name, resolved by the daemon) on network (tcp, tcp4, tcp6,
 // udp, udp4, udp6). The caller owns the returned connection.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	return dial(ctx, d.client(), network, address, d.Timeout)
+	return dial(ctx, d.client(), network, address, &ConnectOptions{Timeout: d.Timeout, Netns: d.Netns})
 }
 
 // Dial is DialContext with context.Background().

@@ -62,6 +62,12 @@ type ListenOptions struct {
 	Backlog int
 	// NoListen delivers a TCP socket bound but not listening.
 	NoListen bool
+	// Netns names the network namespace the socket is bound in: a name
+	// under /run/netns, "caller" for this process's own (a container's),
+	// or "" for the daemon's own. The daemon's policy must grant it (a
+	// rule's netns). The same address and port in two namespaces are two
+	// sockets.
+	Netns string
 }
 
 func (o *ListenOptions) wire(network, address string, tokenOnly bool) *wire.BindRequest {
@@ -69,7 +75,7 @@ func (o *ListenOptions) wire(network, address string, tokenOnly bool) *wire.Bind
 	if o == nil {
 		return r
 	}
-	r.Share, r.Name = o.Share, o.Name
+	r.Share, r.Name, r.Netns = o.Share, o.Name, o.Netns
 	var so wire.SocketOptions
 	set := false
 	on, off := true, false

@@ -22,6 +22,11 @@ type SocketStatus struct {
 	Linger time.Duration `json:"linger_ns"`
 	// Lingering, when not zero, is how long it has had no references.
 	Lingering time.Duration `json:"lingering_ns,omitempty"`
+	// Netns is the name the socket's network namespace was asked by
+	// ("caller", a name under /run/netns) and NetnsID its identity
+	// (device:inode of its nsfs file); both empty for the daemon's own.
+	Netns   string `json:"netns,omitempty"`
+	NetnsID string `json:"netns_id,omitempty"`
 	// Holders are the references.
 	Holders []HolderStatus `json:"holders"`
 }
@@ -157,7 +162,7 @@ func (c *Client) status(ctx context.Context) ([]SocketStatus, *DaemonStats, erro
 	}
 	out := make([]SocketStatus, 0, len(rep.Status.Sockets))
 	for _, s := range rep.Status.Sockets {
-		st := SocketStatus{Network: s.Network, Addr: s.Local, Refs: s.Refs, Age: ms(s.AgeMS), Linger: ms(s.LingerMS), Lingering: ms(s.LingeringMS)}
+		st := SocketStatus{Network: s.Network, Addr: s.Local, Refs: s.Refs, Age: ms(s.AgeMS), Linger: ms(s.LingerMS), Lingering: ms(s.LingeringMS), Netns: s.Netns, NetnsID: s.NetnsID}
 		for _, h := range s.Holders {
 			st.Holders = append(st.Holders, HolderStatus{Share: h.Share, Name: h.Name, UID: h.UID, PID: h.PID, App: h.App, Pending: h.Pending, Token: h.Token})
 		}

@@ -83,6 +83,7 @@ func (b *optBool) Type() string { return "bool" }
 type execOptions struct {
 	listens   listenFlag
 	share     string
+	netns     string
 	name      string
 	reusePort bool
 	reuseAddr optBool
@@ -91,7 +92,7 @@ type execOptions struct {
 
 // listenOptions maps the flags onto the client library's options.
 func (o *execOptions) listenOptions() *sockfactory.ListenOptions {
-	opts := &sockfactory.ListenOptions{Share: o.share, Name: o.name, ReusePort: o.reusePort, Backlog: o.backlog}
+	opts := &sockfactory.ListenOptions{Share: o.share, Name: o.name, ReusePort: o.reusePort, Backlog: o.backlog, Netns: o.netns}
 	if o.reuseAddr.set {
 		opts.ReuseAddr, opts.NoReuseAddr = o.reuseAddr.value, !o.reuseAddr.value
 	}
@@ -123,6 +124,7 @@ func (c *cli) execCmd() *cobra.Command {
 	fs := cmd.Flags()
 	fs.SetInterspersed(false)
 	fs.Var(&o.listens, "listen", "socket to get, as `NETWORK://HOST:PORT` (repeatable; tcp://0.0.0.0:80, udp://[::]:53, tcp://:8080 for all addresses)")
+	fs.StringVar(&o.netns, "netns", "", "bind the sockets in network namespace `NAME` (under /run/netns; caller: this process's own, e.g. a container's); the daemon's rule must grant it")
 	fs.StringVar(&o.share, "share", "", "share `MODE`: none (default), same-name or any")
 	fs.StringVar(&o.name, "name", "", "application and share `NAME` (default: CMD's base name)")
 	fs.BoolVar(&o.reusePort, "reuseport", false, "set SO_REUSEPORT")

@@ -18,7 +18,7 @@ import (
 
 func (c *cli) connectCmd() *cobra.Command {
 	var (
-		network         string
+		network, ns     string
 		timeout, linger time.Duration
 	)
 	cmd := &cobra.Command{
@@ -29,20 +29,21 @@ func (c *cli) connectCmd() *cobra.Command {
 			"Exits 1 with the daemon's error if the connection is refused.",
 		Args: nArgs(1, "HOST:PORT"),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return c.connect(network, args[0], timeout, linger)
+			return c.connect(network, ns, args[0], timeout, linger)
 		},
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&network, "network", "tcp", "connect over `NETWORK`: tcp, tcp4, tcp6, udp, udp4 or udp6")
+	fs.StringVar(&ns, "netns", "", "make the connection from network namespace `NAME` (under /run/netns, with its /etc/netns/NAME files; caller: this process's own); the daemon's rule must grant it")
 	fs.DurationVar(&timeout, "timeout", 0, "bound the daemon's resolution and connect by `DURATION` (0: the daemon's default)")
 	fs.DurationVarP(&linger, "linger", "q", time.Second, "udp only: after stdin ends, keep printing replies for `DURATION`")
 	return cmd
 }
 
-func (c *cli) connect(network, address string, timeout, linger time.Duration) error {
+func (c *cli) connect(network, ns, address string, timeout, linger time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d := &sockfactory.Dialer{Socket: c.socket, Timeout: timeout}
+	d := &sockfactory.Dialer{Socket: c.socket, Timeout: timeout, Netns: ns}
 	defer d.Close()
 	conn, err := d.DialContext(ctx, network, address)
 	if err != nil {

@@ -1,7 +1,7 @@
 // Command sockfactory is the command-line client of sockfactoryd.
 //
-//	sockfactory [--socket PATH] connect [--network NET] [--timeout D] [-q D] HOST:PORT
-//	sockfactory [--socket PATH] exec --listen URL [--listen URL...] [flags] [--] CMD [ARGS...]
+//	sockfactory [--socket PATH] connect [--network NET] [--netns NAME] [--timeout D] [-q D] HOST:PORT
+//	sockfactory [--socket PATH] exec --listen URL [--listen URL...] [--netns NAME] [flags] [--] CMD [ARGS...]
 //	sockfactory [--socket PATH] status [--json]
 //	sockfactory [--socket PATH] release TOKEN
 //	sockfactory [--socket PATH] reload

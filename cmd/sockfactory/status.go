@@ -61,22 +61,28 @@ func (c *cli) status(asJSON bool) error {
 			stats.PID, stats.Sessions, stats.Sockets, stats.Refs, stats.FDs, stats.Goroutines, stats.HeapBytes/1024)
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NETWORK\tADDRESS\tREFS\tAGE\tLINGER\tSHARE\tNAME\tUID\tPID\tAPP\tSTATE\tTOKEN")
+	fmt.Fprintln(tw, "NETWORK\tADDRESS\tREFS\tAGE\tLINGER\tSHARE\tNAME\tUID\tPID\tAPP\tSTATE\tTOKEN\tNETNS")
 	for _, s := range st {
+		// The namespace as asked for and, names being re-pointable, its
+		// identity: signalling/4:4026532281; "-" for the daemon's own.
+		ns := "-"
+		if s.NetnsID != "" {
+			ns = s.Netns + "/" + s.NetnsID
+		}
 		linger := "-"
 		if s.Linger > 0 {
 			linger = s.Linger.String()
 		}
 		if len(s.Holders) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t0\t%s\t%s\t-\t-\t-\t-\t-\tlingering %s\t-\n", s.Network, s.Addr, s.Age.Round(time.Second), linger, s.Lingering.Round(time.Millisecond))
+			fmt.Fprintf(tw, "%s\t%s\t0\t%s\t%s\t-\t-\t-\t-\t-\tlingering %s\t-\t%s\n", s.Network, s.Addr, s.Age.Round(time.Second), linger, s.Lingering.Round(time.Millisecond), ns)
 		}
 		for _, h := range s.Holders {
 			state := "held"
 			if h.Pending {
 				state = "pending"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n",
-				s.Network, s.Addr, s.Refs, s.Age.Round(time.Second), linger, h.Share, dash(h.Name), h.UID, h.PID, dash(h.App), state, dash(h.Token))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n",
+				s.Network, s.Addr, s.Refs, s.Age.Round(time.Second), linger, h.Share, dash(h.Name), h.UID, h.PID, dash(h.App), state, dash(h.Token), ns)
 		}
 	}
 	return tw.Flush()

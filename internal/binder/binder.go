@@ -111,6 +111,14 @@ func (o *Options) Validate(proto string) error {
 // address (with the real port when ap's port is 0). Errors keep their
 // errno (errors.Is(err, syscall.EADDRINUSE)) and say what to do.
 func Create(proto string, ap netip.AddrPort, o Options) (*os.File, netip.AddrPort, error) {
+	return CreateWith(nil, proto, ap, o)
+}
+
+// CreateWith is Create with socket (when not nil) as socket(2): the
+// namespace the socket is made in decides it. socket returns a
+// close-on-exec descriptor CreateWith owns; options, bind and listen are
+// applied from this thread, and act in the socket's namespace.
+func CreateWith(socket func(domain, typ, proto int) (int, error), proto string, ap netip.AddrPort, o Options) (*os.File, netip.AddrPort, error) {
 	family := unix.AF_INET6
 	if ap.Addr().Is4() {
 		family = unix.AF_INET
@@ -119,9 +127,15 @@ func Create(proto string, ap netip.AddrPort, o Options) (*os.File, netip.AddrPor
 	if proto == "udp" {
 		typ = unix.SOCK_DGRAM
 	}
-	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+	var fd int
+	var err error
+	if socket != nil {
+		fd, err = socket(family, typ, 0)
+	} else if fd, err = unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0); err != nil {
+		err = os.NewSyscallError("socket", err)
+	}
 	if err != nil {
-		return nil, netip.AddrPort{}, os.NewSyscallError("socket", err)
+		return nil, netip.AddrPort{}, err
 	}
 	if err := setup(fd, family, proto, ap, o); err != nil {
 		unix.Close(fd)

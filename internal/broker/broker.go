@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/netns"
 	"github.com/sockfactory/sockfactory/internal/policy"
 	"github.com/sockfactory/sockfactory/internal/wire"
 )
@@ -84,6 +85,9 @@ type Outcome struct {
 	Rule string
 	// Local and Remote are the connected socket's addresses.
 	Local, Remote netip.AddrPort
+	// Netns is the namespace the connection was made from, once found
+	// (for the audit line).
+	Netns netns.Target
 }
 
 // Connect decides whether caller may reach t on network n under pol and, if
@@ -118,7 +122,7 @@ func Connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, con
 		if opts.Wait != nil {
 			opts.Wait()
 		}
-		resolved, err := conn.Resolve(ctx, n, t.Host)
+		resolved, err := conn.ResolveWith(ctx, opts.Resolver, n, t.Host)
 		if err != nil {
 			return nil, out, resolveError(t.Host, err)
 		}

@@ -74,6 +74,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Connector resolves and connects; nil means a zero Connector.
 	Connector *connector.Connector
+	// Netns names the network namespace the listener's connections are
+	// made from, and its names resolved in (a name under /run/netns);
+	// "" means the daemon's own. Namespaces finds it; it must be set
+	// when Netns is.
+	Netns      string
+	Namespaces *broker.Namespaces
 }
 
 // Listener serves the Clearwater protocol. Create it with New.
@@ -166,7 +172,13 @@ func (l *Listener) reloadLocked() int {
 	for _, p := range probs {
 		l.log.Warn("allowed hosts: entry skipped", "err", p)
 	}
+	var ns []string
+	if l.opts.Netns != "" {
+		// "daemon" too: a name the admin gave may be the daemon's own namespace.
+		ns = []string{l.opts.Netns, "daemon"}
+	}
 	l.policy.Store(&policy.Policy{Rules: []policy.Rule{{
+		Netns:   ns,
 		Name:    "clearwater:" + l.opts.Name,
 		Anyone:  len(l.opts.UIDs) == 0 && len(l.opts.GIDs) == 0,
 		UIDs:    l.opts.UIDs,
@@ -369,6 +381,10 @@ func (l *Listener) serveConn(c *net.UnixConn) {
 		l.audit(slog.LevelInfo, "fail", &caller, slog.String("request", req), slog.String("code", string(wire.CodeInternal)), slog.String("err", "client left before the reply: "+err.Error()), slog.Int64("ms", took))
 		return
 	}
+	if l.opts.Netns != "" {
+		l.audit(slog.LevelInfo, "grant", &caller, slog.String("request", req), slog.String("rule", out.Rule), slog.String("netns", l.opts.Netns), slog.String("netns_id", out.Netns.ID.String()), slog.Any("remote", out.Remote), slog.Any("local", out.Local), slog.Int64("ms", took))
+		return
+	}
 	l.audit(slog.LevelInfo, "grant", &caller, slog.String("request", req), slog.String("rule", out.Rule), slog.Any("remote", out.Remote), slog.Any("local", out.Local), slog.Int64("ms", took))
 }
 
@@ -413,10 +429,21 @@ func (l *Listener) leave(uid uint32) {
 // other (the broker would resolve a name to test its addresses).
 func (l *Listener) connect(ctx context.Context, caller *policy.Caller, n connector.Network, t broker.Target, opts connector.Options) (*os.File, broker.Outcome, error) {
 	pol := l.policy.Load()
-	if !t.IP.IsValid() && pol.Known(caller) && !pol.ConnectName(caller, t.Host, t.Port).Allowed {
+	sc := broker.Scope{Caller: *caller}
+	if l.opts.Netns != "" {
+		var err error
+		if sc, err = l.opts.Namespaces.Scope(pol, caller, l.opts.Netns, nil); err != nil {
+			return nil, broker.Outcome{}, err
+		}
+		opts = l.opts.Namespaces.ConnectOptions(&sc, opts)
+	}
+	c := &sc.Caller
+	if !t.IP.IsValid() && pol.Known(c) && !pol.ConnectName(c, t.Host, t.Port).Allowed {
 		return nil, broker.Outcome{}, wire.Errorf(wire.CodeDenied, "%s is not an allowed host", t)
 	}
-	return broker.Connect(ctx, pol, caller, l.opts.Connector, n, t, opts)
+	f, out, err := broker.Connect(ctx, pol, c, l.opts.Connector, n, t, opts)
+	out.Netns = sc.Target
+	return f, out, err
 }
 
 // readRequest does what the original did: one read of at most 1023 bytes,

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/sockfactory/sockfactory/internal/clearwater"
+	"github.com/sockfactory/sockfactory/internal/netns"
 	"github.com/sockfactory/sockfactory/internal/paths"
 	"github.com/sockfactory/sockfactory/internal/policy"
 )
@@ -84,6 +86,14 @@ type Config struct {
 	// ResolverServers, when not empty, are the DNS servers (ip:port) the
 	// daemon queries instead of the system's.
 	ResolverServers []string
+	// ResolverNetns are DNS servers (ip:port) per network namespace name
+	// ([resolver.netns]), used instead of the namespace's resolv.conf
+	// name servers for names resolved in it.
+	ResolverNetns map[string][]string
+	// NetnsDir holds the named network namespaces ([netns] dir, default
+	// /run/netns); NetnsEtcDir their resolv.conf and hosts files, one
+	// directory per name ([netns] etc_dir, default /etc/netns).
+	NetnsDir, NetnsEtcDir string
 	// MaxInFlight is the most requests one connection may have in flight.
 	MaxInFlight int
 	// TokenTTL is how long a token-only bind may be picked up.
@@ -139,6 +149,9 @@ type Clearwater struct {
 	ReadTimeout time.Duration
 	// UIDs and GIDs, when not empty, restrict the callers served.
 	UIDs, GIDs []uint32
+	// Netns names the network namespace the listener's connections are
+	// made in (a name under NetnsDir); "" means the daemon's own.
+	Netns string
 }
 
 // Clearwater defaults.
@@ -183,6 +196,10 @@ func (c *Config) AddClearwater(cw Clearwater) error {
 	return nil
 }
 
+// DefaultNetnsEtcDir is where `ip netns exec` finds a namespace's own
+// resolv.conf and hosts (DefaultNetnsEtcDir/NAME/...).
+const DefaultNetnsEtcDir = "/etc/netns"
+
 // file mirrors the TOML document.
 type file struct {
 	Daemon struct {
@@ -209,8 +226,13 @@ type file struct {
 		Deny       []string `toml:"deny"`
 	} `toml:"connect"`
 	Resolver struct {
-		Servers []string `toml:"servers"`
+		Servers []string            `toml:"servers"`
+		Netns   map[string][]string `toml:"netns"`
 	} `toml:"resolver"`
+	Netns struct {
+		Dir    string `toml:"dir"`
+		EtcDir string `toml:"etc_dir"`
+	} `toml:"netns"`
 	Bind struct {
 		TokenTTL     *string `toml:"token_ttl"`
 		ReclaimGrace *string `toml:"reclaim_grace"`
@@ -239,6 +261,7 @@ type clearwaterFile struct {
 	ReadTimeout      *string  `toml:"read_timeout"`
 	Users            []any    `toml:"users"`
 	Groups           []any    `toml:"groups"`
+	Netns            string   `toml:"netns"`
 }
 
 type ruleFile struct {
@@ -251,6 +274,7 @@ type ruleFile struct {
 	BindOptions []string `toml:"bind_options"`
 	Linger      *string  `toml:"linger"`
 	Admin       bool     `toml:"admin"`
+	Netns       []string `toml:"netns"`
 }
 
 func parseDuration(s string) (time.Duration, error) {
@@ -318,6 +342,8 @@ func Default() *Config {
 		UpgradeTimeout: DefaultUpgradeTimeout,
 		StopTimeout:    DefaultStopTimeout,
 		Limits:         DefaultLimits,
+		NetnsDir:       netns.DefaultDir,
+		NetnsEtcDir:    DefaultNetnsEtcDir,
 		Policy:         &policy.Policy{Rules: []policy.Rule{{Name: "builtin-loopback", UIDs: uids, Connect: dests, Bind: binds}}, Deny: mustDeny(policy.DefaultDeny)},
 		Source:         "built-in default",
 	}
@@ -363,6 +389,8 @@ func Parse(name string, data []byte) (*Config, error) {
 		MinAttempt:      DefaultMinAttempt,
 		MaxInFlight:     DefaultMaxInFlight,
 		TokenTTL:        DefaultTokenTTL,
+		NetnsDir:        netns.DefaultDir,
+		NetnsEtcDir:     DefaultNetnsEtcDir,
 		ReclaimGrace:    DefaultReclaimGrace,
 		UpgradeTimeout:  DefaultUpgradeTimeout,
 		StopTimeout:     DefaultStopTimeout,
@@ -503,6 +531,30 @@ func Parse(name string, data []byte) (*Config, error) {
 			return nil, p.errAtValue("servers", s, "resolver server %q: want a numeric ip:port such as 127.0.0.53:53 or [::1]:53", s)
 		}
 	}
+	for name, servers := range f.Resolver.Netns {
+		if err := netns.CheckName(name); err != nil || name == netns.Caller || name == netns.Daemon {
+			return nil, p.errAt(name, "[resolver.netns] %q: want the name of a namespace under [netns] dir (not %q or %q)", name, netns.Caller, netns.Daemon)
+		}
+		for _, s := range servers {
+			if _, err := netip.ParseAddrPort(s); err != nil {
+				return nil, p.errAtValue(name, s, "[resolver.netns] %s: server %q: want a numeric ip:port such as 10.0.0.53:53", name, s)
+			}
+		}
+	}
+	c.ResolverNetns = f.Resolver.Netns
+	for _, d := range []struct {
+		key string
+		src string
+		dst *string
+	}{{"dir", f.Netns.Dir, &c.NetnsDir}, {"etc_dir", f.Netns.EtcDir, &c.NetnsEtcDir}} {
+		if d.src == "" {
+			continue
+		}
+		if !strings.HasPrefix(d.src, "/") {
+			return nil, p.errAtValue(d.key, d.src, "[netns] %s %q: must be an absolute path", d.key, d.src)
+		}
+		*d.dst = filepath.Clean(d.src)
+	}
 	pol := &policy.Policy{Deny: mustDeny(policy.DefaultDeny)}
 	if f.Connect.Deny != nil {
 		pol.Deny = nil
@@ -608,6 +660,14 @@ func (p *parser) clearwater(c *Config, i int, cf clearwaterFile) error {
 		}
 		cw.GIDs = append(cw.GIDs, gid)
 	}
+	if n := cf.Netns; n != "" {
+		if err := netns.CheckName(n); err != nil || n == netns.Caller {
+			return errAt("netns", n, "clearwater %s: netns %q: want the name of a namespace under [netns] dir (a Clearwater client names none, so %q means nothing here)", cf.Socket, n, netns.Caller)
+		}
+		if n != netns.Daemon {
+			cw.Netns = n
+		}
+	}
 	if err := c.AddClearwater(cw); err != nil {
 		return errAt("socket", cf.Socket, "%v", err)
 	}
@@ -688,6 +748,15 @@ func (p *parser) rule(i int, rf ruleFile) (policy.Rule, error) {
 		r.Linger = d
 	}
 	r.Admin = rf.Admin
+	if rf.Netns != nil {
+		r.Netns = []string{}
+		for _, s := range rf.Netns {
+			if err := netns.CheckName(s); err != nil {
+				return r, p.ruleErr(i, "netns", s, "rule %q: netns: %v", r.Name, err)
+			}
+			r.Netns = append(r.Netns, s)
+		}
+	}
 	return r, nil
 }
 

@@ -61,11 +61,17 @@ func (n Network) Allows(a netip.Addr) bool {
 	return true
 }
 
+// Lookup resolves names; *net.Resolver is one, and so is the resolver of
+// another namespace's files (internal/resolver).
+type Lookup interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
 // Connector resolves and connects. The zero value uses the system resolver.
 // It is safe for concurrent use.
 type Connector struct {
 	// Resolver resolves DNS names; nil means net.DefaultResolver.
-	Resolver *net.Resolver
+	Resolver Lookup
 	// MinAttempt is the least time one connect attempt gets when several
 	// addresses share the request's time budget; zero means 2 s.
 	MinAttempt time.Duration
@@ -80,6 +86,12 @@ type Options struct {
 	// serves other work on the same goroutine can hand that work over to
 	// another then. It may be called more than once.
 	Wait func()
+	// Socket, when set, is socket(2) for the connection (the namespace
+	// the connection is made from decides it): it returns a close-on-exec
+	// descriptor the connector owns. Nil means unix.Socket here.
+	Socket func(domain, typ, proto int) (int, error)
+	// Resolver, when set, resolves names instead of the Connector's.
+	Resolver Lookup
 }
 
 // Result describes a connected socket.
@@ -92,7 +104,14 @@ type Result struct {
 // addresses unmapped and duplicates removed, in the resolver's order. A
 // lookup failure is returned as a *net.DNSError.
 func (c *Connector) Resolve(ctx context.Context, n Network, host string) ([]netip.Addr, error) {
-	r := c.Resolver
+	return c.ResolveWith(ctx, nil, n, host)
+}
+
+// ResolveWith is Resolve with r (when not nil) as the resolver.
+func (c *Connector) ResolveWith(ctx context.Context, r Lookup, n Network, host string) ([]netip.Addr, error) {
+	if r == nil {
+		r = c.Resolver
+	}
 	if r == nil {
 		r = net.DefaultResolver
 	}
@@ -223,9 +242,14 @@ func dialOnce(ctx context.Context, proto string, ap netip.AddrPort, opts Options
 	if proto == "udp" {
 		typ = unix.SOCK_DGRAM
 	}
-	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	var fd int
+	if opts.Socket != nil {
+		fd, err = opts.Socket(family, typ|unix.SOCK_NONBLOCK, 0)
+	} else if fd, err = unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0); err != nil {
+		err = os.NewSyscallError("socket", err)
+	}
 	if err != nil {
-		return nil, Result{}, os.NewSyscallError("socket", err)
+		return nil, Result{}, err
 	}
 	err = unix.Connect(fd, sa)
 	switch err {

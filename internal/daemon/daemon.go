@@ -14,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -25,10 +27,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockfactory/sockfactory/internal/broker"
 	"github.com/sockfactory/sockfactory/internal/clearwater"
 	"github.com/sockfactory/sockfactory/internal/config"
 	"github.com/sockfactory/sockfactory/internal/connector"
 	"github.com/sockfactory/sockfactory/internal/handover"
+	"github.com/sockfactory/sockfactory/internal/netns"
 	"github.com/sockfactory/sockfactory/internal/registry"
 	"github.com/sockfactory/sockfactory/internal/server"
 	"github.com/sockfactory/sockfactory/internal/version"
@@ -97,6 +101,7 @@ type Daemon struct {
 	doors  *FrontDoors
 	notify *notifier
 	store  *fdStore // nil unless systemd's fd store is used
+	netns  *netns.Manager
 	failed chan error
 	// handed is closed once a live upgrade has committed: the next
 	// daemon serves, and Run returns.
@@ -168,7 +173,7 @@ func (d *Daemon) recover() []string {
 	if err != nil {
 		d.log.Error("crash record rejected; starting with an empty cache", "err", err)
 		for _, s := range rec.state.Sockets {
-			d.notify.send("FDSTOREREMOVE=1\nFDNAME=" + storeName(registry.Key{Proto: s.Proto, Addr: s.Addr}))
+			d.notify.send("FDSTOREREMOVE=1\nFDNAME=" + storeName(registry.Key{Proto: s.Proto, Addr: s.Addr, Netns: s.Netns}))
 		}
 		return rec.records
 	}
@@ -241,10 +246,13 @@ func (d *Daemon) build() {
 	cfg := d.cfg
 	conn := &connector.Connector{Resolver: connector.NewResolver(cfg.ResolverServers), MinAttempt: cfg.MinAttempt}
 	d.failed = make(chan error, 1+len(cfg.Clearwater))
+	var reg atomic.Pointer[registry.Registry] // set below, read by the namespaces' janitor
+	namespaces := d.namespaces(&reg)
 	d.srv = server.New(server.Options{
 		Logger:         d.log,
 		Policy:         cfg.Policy,
 		Connector:      conn,
+		Namespaces:     namespaces,
 		ConnectTimeout: cfg.ConnectTimeout,
 		MaxInFlight:    cfg.MaxInFlight,
 		TokenTTL:       cfg.TokenTTL,
@@ -252,6 +260,7 @@ func (d *Daemon) build() {
 		Upgrade:        d.upgradeRequest,
 		Limits:         serverLimits(cfg),
 	})
+	reg.Store(d.srv.Registry())
 	for _, c := range cfg.Clearwater {
 		d.cw = append(d.cw, clearwater.New(clearwater.Options{
 			Name:           c.Socket,
@@ -266,8 +275,37 @@ func (d *Daemon) build() {
 			MaxConnsPerUID: cfg.Limits.ConnectionsPerUID,
 			Logger:         d.log,
 			Connector:      conn,
+			Netns:          c.Netns,
+			Namespaces:     namespaces,
 		}))
 	}
+}
+
+// namespaces makes the namespace step of connect and bind: a manager of
+// the namespaces under [netns] dir, whose removed names drop what the
+// registry cached in them. Without one (no /proc), requests naming a
+// namespace are refused and the rest served.
+func (d *Daemon) namespaces(reg *atomic.Pointer[registry.Registry]) *broker.Namespaces {
+	cfg := d.cfg
+	var ns atomic.Pointer[broker.Namespaces]
+	m, err := netns.New(netns.Options{Dir: cfg.NetnsDir, Gone: func(id netns.ID) {
+		ns.Load().Forget(id)
+		n := reg.Load().DropNetns(id.String())
+		d.log.Info("network namespace gone: dropped its cached sockets and threads; sockets held keep working", "netns_id", id.String(), "closed", n)
+	}})
+	if err != nil {
+		d.log.Warn("serving the daemon's own network namespace only", "err", err)
+		return nil
+	}
+	d.netns = m
+	servers := map[string][]netip.AddrPort{}
+	for name, list := range cfg.ResolverNetns {
+		for _, s := range list {
+			servers[name] = append(servers[name], netip.MustParseAddrPort(s)) // checked by config
+		}
+	}
+	ns.Store(broker.NewNamespaces(m, cfg.NetnsEtcDir, servers))
+	return ns.Load()
 }
 
 // serve starts the accept loops on the front doors.
@@ -427,6 +465,9 @@ func (d *Daemon) stop() {
 	for _, l := range d.cw {
 		l.Close()
 	}
+	if d.netns != nil {
+		d.netns.Close()
+	}
 	d.cancel()
 	d.loops.Wait()
 }
@@ -499,6 +540,9 @@ func restartNeeded(old, c *config.Config) []string {
 	check("connect.timeout", old.ConnectTimeout != c.ConnectTimeout)
 	check("connect.min_attempt", old.MinAttempt != c.MinAttempt)
 	check("resolver.servers", !slices.Equal(old.ResolverServers, c.ResolverServers))
+	check("resolver.netns", !maps.EqualFunc(old.ResolverNetns, c.ResolverNetns, slices.Equal))
+	check("netns.dir", old.NetnsDir != c.NetnsDir)
+	check("netns.etc_dir", old.NetnsEtcDir != c.NetnsEtcDir)
 	check("bind.token_ttl", old.TokenTTL != c.TokenTTL)
 	check("bind.reclaim_grace", old.ReclaimGrace != c.ReclaimGrace)
 	check("daemon.upgrade_timeout", old.UpgradeTimeout != c.UpgradeTimeout)
@@ -510,7 +554,7 @@ func restartNeeded(old, c *config.Config) []string {
 	}
 	for i, o := range old.Clearwater {
 		n := c.Clearwater[i]
-		check("clearwater "+o.Socket, o.Socket != n.Socket || o.SocketMode != n.SocketMode || o.SocketGID != n.SocketGID ||
+		check("clearwater "+o.Socket, o.Netns != n.Netns || o.Socket != n.Socket || o.SocketMode != n.SocketMode || o.SocketGID != n.SocketGID ||
 			o.IPv6 != n.IPv6 || o.ConnectTimeout != n.ConnectTimeout || o.ReadTimeout != n.ReadTimeout)
 	}
 	return out

@@ -53,9 +53,14 @@ type record struct {
 }
 
 // storeName is the FDNAME= of a cached socket: "sf-tcp-8080-127.0.0.1",
-// "sf-udp-53-__1" (colons, which FDNAME= may not hold, become _).
+// "sf-udp-53-__1", and for one in another namespace "-ns4_4026532281" after
+// it (colons, which FDNAME= may not hold, become _).
 func storeName(k registry.Key) string {
-	return StoredPrefix + k.Proto + "-" + strconv.Itoa(int(k.Addr.Port())) + "-" + strings.ReplaceAll(k.Addr.Addr().String(), ":", "_")
+	n := StoredPrefix + k.Proto + "-" + strconv.Itoa(int(k.Addr.Port())) + "-" + strings.ReplaceAll(k.Addr.Addr().String(), ":", "_")
+	if k.Netns != "" {
+		n += "-ns" + strings.ReplaceAll(k.Netns, ":", "_")
+	}
+	return n
 }
 
 // recordName is the FDNAME= of this process's record memfd i (0 or 1).
@@ -298,7 +303,7 @@ func (f *fdStore) write() error {
 			rec.OptionSets = append(rec.OptionSets, o)
 		}
 		rec.Options[i] = j
-		rec.Names = append(rec.Names, storeName(registry.Key{Proto: s.Proto, Addr: s.Addr}))
+		rec.Names = append(rec.Names, storeName(registry.Key{Proto: s.Proto, Addr: s.Addr, Netns: s.Netns}))
 		s.FD = -1
 	}
 	f.mu.Lock()
@@ -439,7 +444,7 @@ func recoverStore(n *notifier, log *slog.Logger, stored []*os.File) *recovered {
 			continue
 		}
 		delete(byName, name)
-		if name != storeName(registry.Key{Proto: s.Proto, Addr: s.Addr}) {
+		if name != storeName(registry.Key{Proto: s.Proto, Addr: s.Addr, Netns: s.Netns}) {
 			drop(name, f, "the record names it for another socket")
 			continue
 		}

@@ -1466,8 +1466,8 @@ func TestIntegrationBindExecKilled(t *testing.T) {
 func bindTableRow(table, key string, want ...string) bool {
 	for _, l := range strings.Split(table, "\n") {
 		f := strings.Fields(l)
-		// NETWORK ADDRESS REFS AGE LINGER SHARE NAME UID PID APP STATE TOKEN
-		if len(f) == 12 && f[0]+" "+f[1] == key && reflect.DeepEqual(f[5:11], want) {
+		// NETWORK ADDRESS REFS AGE LINGER SHARE NAME UID PID APP STATE TOKEN NETNS
+		if len(f) == 13 && f[0]+" "+f[1] == key && reflect.DeepEqual(f[5:11], want) {
 			return true
 		}
 	}

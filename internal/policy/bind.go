@@ -169,7 +169,7 @@ func (p *Policy) Bind(c *Caller, q *BindQuery) (BindDecision, string) {
 // release every reference.
 func (p *Policy) Admin(c *Caller) bool {
 	for i := range p.Rules {
-		if p.Rules[i].Admin && p.Rules[i].matches(c) {
+		if p.Rules[i].Admin && p.Rules[i].names(c) {
 			return true
 		}
 	}

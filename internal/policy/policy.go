@@ -24,6 +24,12 @@ type Caller struct {
 	// PID is the caller's process ID, for logs only: it identifies nothing
 	// once the process has exited.
 	PID int32
+	// Netns is the network namespace the request asks for, as the rules
+	// name them: "" for the daemon's own (also when a request's name or
+	// "caller" turns out to be the daemon's own namespace), "caller" for
+	// the calling process's own, or a name under /run/netns. Only rules
+	// whose Netns covers it apply to the request.
+	Netns string
 }
 
 // Rule grants callers who match any of its principals the destinations it
@@ -56,6 +62,11 @@ type Rule struct {
 	// Admin lets the rule's callers see every held socket and release any
 	// reference.
 	Admin bool
+	// Netns lists the network namespaces the rule's grants cover: names
+	// under /run/netns, "caller" (the calling process's own namespace,
+	// when it is not the daemon's) and "daemon" (the daemon's own). Nil
+	// means the daemon's own only.
+	Netns []string
 }
 
 // Policy is an ordered set of rules. It is immutable once built; the daemon
@@ -92,7 +103,31 @@ type Decision struct {
 	Rule string
 }
 
+// matches reports whether the rule applies to the caller's request: the
+// caller is one of its principals and the request's namespace is one it
+// covers.
 func (r *Rule) matches(c *Caller) bool {
+	return r.covers(c.Netns) && r.names(c)
+}
+
+// covers reports whether the rule's grants cover namespace ns (Caller.Netns).
+func (r *Rule) covers(ns string) bool {
+	if r.Netns == nil {
+		return ns == ""
+	}
+	if ns == "" {
+		ns = "daemon"
+	}
+	for _, n := range r.Netns {
+		if n == ns {
+			return true
+		}
+	}
+	return false
+}
+
+// names reports whether the caller is one of the rule's principals.
+func (r *Rule) names(c *Caller) bool {
 	if r.Anyone {
 		return true
 	}
@@ -114,9 +149,22 @@ func (r *Rule) matches(c *Caller) bool {
 	return false
 }
 
-// Known reports whether any rule applies to the caller at all. A caller no
-// rule names can be refused without looking at its request.
+// Known reports whether any rule names the caller at all, in any
+// namespace. A caller no rule names can be refused without looking at its
+// request.
 func (p *Policy) Known(c *Caller) bool {
+	for i := range p.Rules {
+		if p.Rules[i].names(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// Covers reports whether some rule that names the caller covers the
+// namespace of its request (c.Netns): whether anything at all can be
+// granted there.
+func (p *Policy) Covers(c *Caller) bool {
 	for i := range p.Rules {
 		if p.Rules[i].matches(c) {
 			return true

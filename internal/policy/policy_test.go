@@ -476,3 +476,59 @@ func BenchmarkConnectName(b *testing.B) {
 		})
 	}
 }
+
+func TestRuleNetns(t *testing.T) {
+	dest := func(s string) policy.Dest {
+		d, err := policy.ParseDest(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	grant, err := policy.ParseBindGrant("tcp:*:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &policy.Policy{Rules: []policy.Rule{
+		{Name: "own", UIDs: []uint32{1}, Connect: []policy.Dest{dest("10.0.0.1:80")}},
+		{Name: "signalling", UIDs: []uint32{2}, Netns: []string{"signalling", "caller"}, Connect: []policy.Dest{dest("10.0.0.1:80")}, Bind: []policy.BindGrant{grant}},
+		{Name: "both", UIDs: []uint32{3}, Netns: []string{"daemon", "mgmt"}, Connect: []policy.Dest{dest("10.0.0.1:80")}},
+	}}
+	a := netip.MustParseAddr("10.0.0.1")
+	for _, c := range []struct {
+		uid   uint32
+		netns string
+		want  bool
+	}{
+		{1, "", true},
+		{1, "signalling", false},
+		{1, "caller", false},
+		{2, "", false},
+		{2, "signalling", true},
+		{2, "caller", true},
+		{2, "mgmt", false},
+		{3, "", true},
+		{3, "mgmt", true},
+		{3, "caller", false},
+	} {
+		caller := &policy.Caller{UID: c.uid, Netns: c.netns}
+		if got := p.ConnectIP(caller, a, 80).Allowed; got != c.want {
+			t.Errorf("uid %d netns %q: ConnectIP allowed %v, want %v", c.uid, c.netns, got, c.want)
+		}
+		if got := p.ConnectName(caller, "a.example", 80).Allowed; got {
+			t.Errorf("uid %d netns %q: a name no pattern names is allowed", c.uid, c.netns)
+		}
+		if !p.Known(caller) {
+			t.Errorf("uid %d netns %q: Known false; every rule's principal is known whatever the namespace", c.uid, c.netns)
+		}
+	}
+	for _, c := range []struct {
+		netns string
+		want  bool
+	}{{"", false}, {"signalling", true}, {"caller", true}, {"mgmt", false}} {
+		d, _ := p.Bind(&policy.Caller{UID: 2, Netns: c.netns}, &policy.BindQuery{Proto: "tcp", Addr: netip.IPv4Unspecified(), Port: 80, Share: "none"})
+		if d.Allowed != c.want {
+			t.Errorf("bind port 80 in %q: allowed %v, want %v", c.netns, d.Allowed, c.want)
+		}
+	}
+}

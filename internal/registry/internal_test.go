@@ -32,7 +32,7 @@ func testRequest(h *Holder, k Key, opts binder.Options) *Request {
 	}}
 }
 
-var testKey = Key{"tcp", netip.MustParseAddrPort("127.0.0.1:0")}
+var testKey = Key{Proto: "tcp", Addr: netip.MustParseAddrPort("127.0.0.1:0")}
 
 // wantEmpty fails unless every index of g is empty.
 func wantEmpty(t *testing.T, g *Registry) {

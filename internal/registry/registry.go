@@ -82,9 +82,18 @@ type Key struct {
 	Proto string
 	// Addr is the bound address and port.
 	Addr netip.AddrPort
+	// Netns identifies the network namespace the socket was made in
+	// (netns.ID's "dev:ino" form); "" is the daemon's own. The same
+	// address and port in two namespaces are two sockets.
+	Netns string
 }
 
-func (k Key) String() string { return k.Proto + " " + k.Addr.String() }
+func (k Key) String() string {
+	if k.Netns != "" {
+		return k.Proto + " " + k.Addr.String() + " netns " + k.Netns
+	}
+	return k.Proto + " " + k.Addr.String()
+}
 
 // Holder is one client connection that can hold references. The registry
 // compares holders by pointer. Change App only through SetApp.
@@ -122,7 +131,7 @@ type Ref struct {
 type socket struct {
 	addr  netip.AddrPort
 	fd    int32 // -1 once closed
-	proto uint8 // index into Registry.protos
+	proto uint8 // index into Registry.protos: protocol and namespace
 	// mixed is set when the references may differ in share mode or
 	// name. While it is clear they are all alike, and a request is
 	// checked against the first one only: a socket shared by thousands
@@ -269,8 +278,9 @@ type Registry struct {
 	closed bool
 	limits Limits
 	n      counts
-	// protos are the protocol names seen, indexed by socket.proto.
-	protos []string
+	// protos are the (protocol, namespace) pairs of the cached sockets,
+	// indexed by socket.proto; a pair no socket uses any more is reused.
+	protos []kind
 	// sockets and tokens index the cached sockets by key and the
 	// references by token.
 	seed    maphash.Seed
@@ -408,6 +418,10 @@ type Request struct {
 	// Lend asks for the socket's own descriptor in Grant.FD instead of a
 	// duplicate in Grant.File (see Grant.FD); ignored with Pending.
 	Lend bool
+	// NetnsName is the name the policy knows the key's namespace by
+	// ("caller", a name; "" for the daemon's own), kept for pickups and
+	// status.
+	NetnsName string
 	// Create makes the socket when none is cached. It is called with the
 	// registry locked, so it must not block. The registry takes the file:
 	// it keeps a duplicate of its descriptor and closes the file at once.
@@ -553,14 +567,49 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 	return grant, nil
 }
 
+// kind is a protocol and namespace pair, and how many sockets have it.
+// name is the namespace's Request.NetnsName when the pair was added, and
+// gone is set by DropNetns: its sockets close with their last reference.
+type kind struct {
+	proto, netns, name string
+	n                  int
+	gone               bool
+}
+
 // lookup returns the cached socket for k, or nil.
 func (g *Registry) lookup(k Key) *socket {
-	for i, p := range g.protos {
-		if p == k.Proto {
+	for i := range g.protos {
+		if p := &g.protos[i]; p.n > 0 && p.proto == k.Proto && p.netns == k.Netns {
 			return g.find(k.Addr, uint8(i))
 		}
 	}
 	return nil
+}
+
+// kindIndex returns the index of k's protocol and namespace in g.protos,
+// adding them (into a slot no socket uses, if there is one); -1 when
+// there is no room. The caller counts the socket it makes with addKind.
+func (g *Registry) kindIndex(k Key) int {
+	free := -1
+	for i := range g.protos {
+		p := &g.protos[i]
+		if p.proto == k.Proto && p.netns == k.Netns {
+			p.gone = false // named again
+			return i
+		}
+		if p.n == 0 && free < 0 {
+			free = i
+		}
+	}
+	if free >= 0 {
+		g.protos[free] = kind{proto: k.Proto, netns: k.Netns}
+		return free
+	}
+	if len(g.protos) > 255 {
+		return -1
+	}
+	g.protos = append(g.protos, kind{proto: k.Proto, netns: k.Netns})
+	return len(g.protos) - 1
 }
 
 func (g *Registry) find(addr netip.AddrPort, proto uint8) *socket {
@@ -581,22 +630,19 @@ func (g *Registry) keyHash(addr netip.AddrPort, proto uint8) uint64 {
 }
 
 // key is s's Key.
-func (g *Registry) key(s *socket) Key { return Key{g.protos[s.proto], s.addr} }
+func (g *Registry) key(s *socket) Key {
+	k := &g.protos[s.proto]
+	return Key{Proto: k.proto, Addr: s.addr, Netns: k.netns}
+}
 
 // create makes and caches the socket for r, keeping only its descriptor.
 func (g *Registry) create(r *Request) (*socket, error) {
-	proto := -1
-	for i, p := range g.protos {
-		if p == r.Key.Proto {
-			proto = i
-		}
-	}
+	proto := g.kindIndex(r.Key)
 	if proto < 0 {
-		if len(g.protos) > 255 {
-			return nil, fmt.Errorf("caching a %q socket: the registry tells at most 256 protocols apart", r.Key.Proto)
-		}
-		proto = len(g.protos)
-		g.protos = append(g.protos, r.Key.Proto)
+		return nil, fmt.Errorf("caching a %s socket: the registry tells at most 256 protocol and namespace pairs apart at once", r.Key)
+	}
+	if g.protos[proto].n == 0 {
+		g.protos[proto].name = r.NetnsName
 	}
 	f, local, err := r.Create()
 	if err != nil {
@@ -615,6 +661,7 @@ func (g *Registry) create(r *Request) (*socket, error) {
 	}
 	s := &socket{addr: local, fd: int32(fd), proto: uint8(proto), opts: g.internOpts(r.Options), created: g.now()}
 	g.sockets.insert(s)
+	g.protos[proto].n++
 	if g.store != nil {
 		g.store.Add(g.key(s), fd)
 	}
@@ -787,7 +834,7 @@ func (g *Registry) dupFile(s *socket) (*os.File, error) {
 // fileName names s as binder.Create does: "tcp:127.0.0.1:53".
 func (g *Registry) fileName(s *socket) string {
 	var buf [64]byte
-	b := append(buf[:0], g.protos[s.proto]...)
+	b := append(buf[:0], g.protos[s.proto].proto...)
 	b = append(b, ':')
 	return string(s.addr.AppendTo(b))
 }
@@ -798,16 +845,22 @@ func (g *Registry) fileName(s *socket) string {
 // or not allowed gets ErrNoToken itself, unwrapped, so that every such
 // answer is the same.
 func (g *Registry) Pickup(token string, h *Holder, allowed func(Key) bool) (*Grant, error) {
-	return g.pickup(token, h, allowed, false)
+	return g.pickup(token, h, func(k Key, _ string) bool { return allowed(k) }, false)
 }
 
 // PickupLent is Pickup with the socket's descriptor lent in Grant.FD, as
 // Request.Lend does for Acquire.
 func (g *Registry) PickupLent(token string, h *Holder, allowed func(Key) bool) (*Grant, error) {
+	return g.pickup(token, h, func(k Key, _ string) bool { return allowed(k) }, true)
+}
+
+// PickupLentIn is PickupLent whose allowed also gets the socket's
+// Request.NetnsName, for a policy that decides by namespace name.
+func (g *Registry) PickupLentIn(token string, h *Holder, allowed func(k Key, netnsName string) bool) (*Grant, error) {
 	return g.pickup(token, h, allowed, true)
 }
 
-func (g *Registry) pickup(token string, h *Holder, allowed func(Key) bool, lend bool) (*Grant, error) {
+func (g *Registry) pickup(token string, h *Holder, allowed func(Key, string) bool, lend bool) (*Grant, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ref := g.ref(token)
@@ -819,7 +872,7 @@ func (g *Registry) pickup(token string, h *Holder, allowed func(Key) bool, lend 
 	// A token this caller cannot use, for whatever reason, gets the same
 	// bare ErrNoToken, before any other check: a prober learns nothing,
 	// not even that the token exists or what it is for.
-	if g.now() > p.expires || !allowed(g.key(s)) {
+	if g.now() > p.expires || !allowed(g.key(s), g.protos[s.proto].name) {
 		return nil, ErrNoToken
 	}
 	if err := g.n.check(g.limits, h.UID, false); err != nil {
@@ -921,7 +974,7 @@ func (g *Registry) drop(ref *Ref) {
 	if s.refs != nil {
 		return
 	}
-	if s.linger <= 0 || g.closed {
+	if s.linger <= 0 || g.closed || g.protos[s.proto].gone {
 		g.closeSocket(s)
 		return
 	}
@@ -958,6 +1011,7 @@ func (g *Registry) closeSocket(s *socket) {
 	if g.store != nil {
 		g.store.Remove(g.key(s))
 	}
+	g.protos[s.proto].n--
 	g.releaseOpts(s.opts)
 	if l := g.lent[s]; l != nil {
 		l.closing = true // closed by the last Return
@@ -965,6 +1019,36 @@ func (g *Registry) closeSocket(s *socket) {
 		unix.Close(int(s.fd))
 	}
 	s.fd = -1
+}
+
+// DropNetns forgets the namespace netns (a Key.Netns), whose name was
+// removed: its sockets without references close now, and those still
+// held close when their last reference goes, without lingering. Holders
+// keep the sockets they have. It returns how many sockets closed.
+func (g *Registry) DropNetns(netns string) int {
+	if netns == "" {
+		return 0
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	closed := 0
+	for i := range g.protos {
+		p := &g.protos[i]
+		if p.netns != netns || p.n == 0 {
+			continue
+		}
+		p.gone = true
+		for _, s := range g.sockets.all() {
+			if s.proto == uint8(i) && s.refs == nil {
+				g.closeSocket(s)
+				closed++
+			}
+		}
+	}
+	if closed > 0 {
+		g.changed()
+	}
+	return closed
 }
 
 // Close drops every reference and closes every socket.

@@ -47,6 +47,10 @@ type SocketState struct {
 	FD    int            `json:"fd"`
 	Proto string         `json:"proto"`
 	Addr  netip.AddrPort `json:"addr"`
+	// Netns is Key.Netns: the namespace's identity, "" for the daemon's;
+	// NetnsName the Request.NetnsName it was made with.
+	Netns     string `json:"netns,omitempty"`
+	NetnsName string `json:"netns_name,omitempty"`
 	// Options is the socket's Request.Options; the caller turns it into
 	// something it can write out and back (the registry does not know
 	// its type).
@@ -129,7 +133,7 @@ func (g *Registry) snapshotLocked(known []*Holder, lentOK bool) (*State, error) 
 	}
 	for _, s := range g.sockets.all() {
 		ss := SocketState{
-			FD: int(s.fd), Proto: g.protos[s.proto], Addr: s.addr, Options: s.opts.v,
+			FD: int(s.fd), Proto: g.protos[s.proto].proto, Netns: g.protos[s.proto].netns, NetnsName: g.protos[s.proto].name, Addr: s.addr, Options: s.opts.v,
 			Age: time.Duration(now - s.created), Linger: s.linger,
 		}
 		if s.idle != 0 {
@@ -249,9 +253,9 @@ func (g *Registry) Restore(st *State, fds []int) ([]*Holder, error) {
 		if len(ss.Refs) == 0 && (ss.Linger <= 0 || ss.Idle < 0) {
 			return bad("socket %s %s has no reference and does not linger", ss.Proto, ss.Addr)
 		}
-		proto := g.protoIndex(ss.Proto)
+		proto := g.kindIndex(Key{Proto: ss.Proto, Netns: ss.Netns})
 		if proto < 0 {
-			return bad("more than 256 protocols")
+			return bad("more than 256 protocol and namespace pairs")
 		}
 		if ss.Addr.Port() != 0 && g.find(ss.Addr, uint8(proto)) != nil {
 			return bad("socket %s %s is listed twice", ss.Proto, ss.Addr)
@@ -261,6 +265,10 @@ func (g *Registry) Restore(st *State, fds []int) ([]*Holder, error) {
 			created: now - int64(ss.Age), linger: ss.Linger}
 		fds[ss.FD] = -1 // the registry's now
 		g.sockets.insert(s)
+		if g.protos[proto].n == 0 {
+			g.protos[proto].name = ss.NetnsName
+		}
+		g.protos[proto].n++
 		for _, rs := range ss.Refs {
 			t, ok := parseToken(rs.Token)
 			if !ok || g.findToken(t) != nil {
@@ -317,21 +325,6 @@ func (g *Registry) Restore(st *State, fds []int) ([]*Holder, error) {
 		g.orphanLocked(orphans, st.OrphanGrace)
 	}
 	return holders, nil
-}
-
-// protoIndex returns the index of proto in g.protos, adding it; -1 when
-// there is no room.
-func (g *Registry) protoIndex(proto string) int {
-	for i, p := range g.protos {
-		if p == proto {
-			return i
-		}
-	}
-	if len(g.protos) > 255 {
-		return -1
-	}
-	g.protos = append(g.protos, proto)
-	return len(g.protos) - 1
 }
 
 // dropAllLocked closes every socket and forgets everything, keeping the

@@ -22,7 +22,7 @@ func FuzzRestore(f *testing.F) {
 	// A real state as the seed: two sockets, shared, a pending token.
 	g := New(time.Minute)
 	h := &Holder{UID: 7, PID: 70, App: "app"}
-	k := Key{"udp", netip.MustParseAddrPort("127.0.0.1:0")}
+	k := Key{Proto: "udp", Addr: netip.MustParseAddrPort("127.0.0.1:0")}
 	for range 2 {
 		r := &Request{Key: k, Share: ShareAny, Options: binder.Options{}, Holder: h, Create: func() (*os.File, netip.AddrPort, error) {
 			return binder.Create(k.Proto, k.Addr, binder.Options{})

@@ -20,8 +20,8 @@ import (
 )
 
 var (
-	snapTCP0 = Key{"tcp", netip.MustParseAddrPort("127.0.0.1:0")}
-	snapUDP0 = Key{"udp", netip.MustParseAddrPort("127.0.0.1:0")}
+	snapTCP0 = Key{Proto: "tcp", Addr: netip.MustParseAddrPort("127.0.0.1:0")}
+	snapUDP0 = Key{Proto: "udp", Addr: netip.MustParseAddrPort("127.0.0.1:0")}
 )
 
 // snapCheckFDs fails t if, once t and its other cleanups are done, the
@@ -308,7 +308,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Errorf("State: reclaim key %q, orphan grace %v; want 64 hex digits, 0", st.ReclaimKey, st.OrphanGrace)
 	}
 	for _, ss := range st.Sockets {
-		k := Key{ss.Proto, ss.Addr}
+		k := Key{Proto: ss.Proto, Addr: ss.Addr, Netns: ss.Netns}
 		if own := snapFD(a, k); ss.FD != own {
 			t.Errorf("State socket %s: fd %d, want the registry's own, %d", k, ss.FD, own)
 		}

@@ -7,7 +7,9 @@ import (
 
 // SocketInfo describes a cached socket for status.
 type SocketInfo struct {
-	Key       Key
+	Key Key
+	// NetnsName is the name the socket's namespace was asked by.
+	NetnsName string
 	Created   time.Time
 	Linger    time.Duration
 	IdleSince time.Time
@@ -145,7 +147,7 @@ func (g *Registry) statusAll(h *Holder) []SocketInfo {
 // info describes s to h: first h's own references in own, then others (or,
 // with all, any) up to MaxListedRefs. The caller holds g.mu.
 func (g *Registry) info(s *socket, h *Holder, all bool, own []*Ref) SocketInfo {
-	info := SocketInfo{Key: g.key(s), Created: g.time(s.created), Linger: s.linger, NRefs: g.refCount(s)}
+	info := SocketInfo{Key: g.key(s), NetnsName: g.protos[s.proto].name, Created: g.time(s.created), Linger: s.linger, NRefs: g.refCount(s)}
 	if s.idle != 0 {
 		info.IdleSince = g.time(s.idle)
 	}

@@ -30,7 +30,7 @@ func newFakeSockets(t *testing.T) *fakeSockets {
 
 // key is the made-up key of socket i.
 func (fs *fakeSockets) key(i int) Key {
-	return Key{"udp", netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, byte(i >> 16), byte(i >> 8), byte(i)}), 53)}
+	return Key{Proto: "udp", Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, byte(i >> 16), byte(i >> 8), byte(i)}), 53)}
 }
 
 // acquire takes a reference to socket i for h, making it if needed.

@@ -14,6 +14,7 @@ import (
 	"github.com/sockfactory/sockfactory/internal/binder"
 	"github.com/sockfactory/sockfactory/internal/broker"
 	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/netns"
 	"github.com/sockfactory/sockfactory/internal/policy"
 	"github.com/sockfactory/sockfactory/internal/registry"
 	"github.com/sockfactory/sockfactory/internal/wire"
@@ -159,19 +160,39 @@ func applyOptions(dst *binder.Options, o *wire.SocketOptions) []string {
 	return used
 }
 
-// bind serves OpBind: parse, policy, then the cache.
-func (ss *session) bind(r *wire.BindRequest) (*wire.BindResult, handout, string, error) {
+// bindOutcome is what the audit line of a bind says beyond the request.
+type bindOutcome struct {
+	rule  string
+	netns netns.Target
+}
+
+// bind serves OpBind: parse, namespace, policy, then the cache.
+func (ss *session) bind(r *wire.BindRequest) (*wire.BindResult, handout, bindOutcome, error) {
+	var out bindOutcome
 	t, err := ss.parseBind(r)
 	if err != nil {
-		return nil, handout{}, "", err
+		return nil, handout{}, out, err
 	}
-	c := &ss.caller
-	dec, why := ss.s.policy.Load().Bind(c, &policy.BindQuery{Proto: t.proto, Addr: t.ap.Addr(), Port: t.ap.Port(), Share: t.share.String(), Options: t.used})
+	pol := ss.s.policy.Load()
+	sc, err := ss.s.namespaces.Scope(pol, &ss.caller, r.Netns, ss.raw)
+	if err != nil {
+		return nil, handout{}, out, err
+	}
+	out.netns = sc.Target
+	c := &sc.Caller
+	dec, why := pol.Bind(c, &policy.BindQuery{Proto: t.proto, Addr: t.ap.Addr(), Port: t.ap.Port(), Share: t.share.String(), Options: t.used})
 	if !dec.Allowed {
-		return nil, handout{}, "", wire.Errorf(wire.CodeDenied, "policy grants uid %d no bind to %s %s: %s", c.UID, t.proto, t.ap, why)
+		return nil, handout{}, out, wire.Errorf(wire.CodeDenied, "policy grants uid %d no bind to %s %s%s: %s", c.UID, t.proto, t.ap, inNetns(r.Netns), why)
+	}
+	out.rule = dec.Rule
+	var socket func(domain, typ, proto int) (int, error)
+	var nsID string
+	if !sc.Target.Own() {
+		socket, nsID = sc.Target.Socket, sc.Target.ID.String()
 	}
 	g, err := ss.s.registry.Acquire(&registry.Request{
-		Key:     registry.Key{Proto: t.proto, Addr: t.ap},
+		Key:     registry.Key{Proto: t.proto, Addr: t.ap, Netns: nsID},
+		NetnsName: sc.Caller.Netns,
 		Share:   t.share,
 		Name:    t.name,
 		Options: t.opts,
@@ -179,23 +200,33 @@ func (ss *session) bind(r *wire.BindRequest) (*wire.BindResult, handout, string,
 		Holder:  ss.holder,
 		Pending: r.TokenOnly,
 		Lend:    true,
-		Create:  func() (*os.File, netip.AddrPort, error) { return binder.Create(t.proto, t.ap, t.opts) },
+		Create:  func() (*os.File, netip.AddrPort, error) { return binder.CreateWith(socket, t.proto, t.ap, t.opts) },
 	})
 	if err != nil {
-		return nil, handout{}, dec.Rule, registryError(err)
+		return nil, handout{}, out, registryError(err)
 	}
 	res := &wire.BindResult{Token: g.Token, Local: g.Key.Addr.String(), Network: g.Key.Proto, Shared: g.Shared, Reclaim: g.Reclaim}
 	if r.TokenOnly {
 		res.ExpiresMS = time.Until(g.Expires).Milliseconds()
 	}
-	return res, lent(g), dec.Rule, nil
+	return res, lent(g), out, nil
+}
+
+// inNetns says " in network namespace NAME" for a request that names one.
+func inNetns(name string) string {
+	if name == "" {
+		return ""
+	}
+	return " in network namespace " + strconv.Quote(name)
 }
 
 // pickup serves OpPickup: the caller must be granted the socket's address.
 func (ss *session) pickup(r *wire.TokenRequest) (*wire.BindResult, handout, error) {
 	pol := ss.s.policy.Load()
-	g, err := ss.s.registry.PickupLent(r.Token, ss.holder, func(k registry.Key) bool {
-		return pol.BindAddr(&ss.caller, k.Proto, k.Addr.Addr(), k.Addr.Port()).Allowed
+	g, err := ss.s.registry.PickupLentIn(r.Token, ss.holder, func(k registry.Key, netnsName string) bool {
+		c := ss.caller
+		c.Netns = netnsName
+		return pol.BindAddr(&c, k.Proto, k.Addr.Addr(), k.Addr.Port()).Allowed
 	})
 	if err != nil {
 		return nil, handout{}, registryError(err)
@@ -249,7 +280,14 @@ func (ss *session) status() *wire.StatusResult {
 			Refs:     in.NRefs,
 			AgeMS:    now.Sub(in.Created).Milliseconds(),
 			LingerMS: in.Linger.Milliseconds(),
+			NetnsID:  in.Key.Netns,
 			Holders:  make([]wire.HolderStatus, 0, len(in.Refs)),
+		}
+		if in.Key.Netns != "" {
+			st.Netns = in.NetnsName
+			if st.Netns == "" {
+				st.Netns = netns.Caller
+			}
 		}
 		if !in.IdleSince.IsZero() {
 			st.LingeringMS = max(now.Sub(in.IdleSince).Milliseconds(), 1)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sockfactory/sockfactory/internal/broker"
 	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/netns"
 	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
@@ -37,8 +38,8 @@ func (ss *session) handle(req *wire.Request, wait func()) (*wire.Reply, handout)
 		}
 		return rep, handout{}
 	case wire.OpBind:
-		res, f, rule, err := ss.bind(req.Bind)
-		ss.auditBind(req, rule, res, err)
+		res, f, out, err := ss.bind(req.Bind)
+		ss.auditBind(req, out, res, err)
 		if err != nil {
 			rep.Error = toWire(err)
 			return rep, handout{}
@@ -101,9 +102,16 @@ func (ss *session) connect(r *wire.ConnectRequest, wait func()) (*os.File, broke
 	if r.TimeoutMS > 0 && r.TimeoutMS < timeout.Milliseconds() { // compared in ms: no overflow
 		timeout = time.Duration(r.TimeoutMS) * time.Millisecond
 	}
+	pol := ss.s.policy.Load()
+	sc, err := ss.s.namespaces.Scope(pol, &ss.caller, r.Netns, ss.raw)
+	if err != nil {
+		return nil, broker.Outcome{}, err
+	}
 	ctx, cancel := context.WithTimeout(ss.ctx, timeout)
 	defer cancel()
-	return broker.Connect(ctx, ss.s.policy.Load(), &ss.caller, ss.s.connector, n, t, connector.Options{Wait: wait})
+	f, out, err := broker.Connect(ctx, pol, &sc.Caller, ss.s.connector, n, t, ss.s.namespaces.ConnectOptions(&sc, connector.Options{Wait: wait}))
+	out.Netns = sc.Target
+	return f, out, err
 }
 
 // The audit functions below write the one log line every request gets: at
@@ -120,6 +128,7 @@ func (ss *session) audit(req *wire.Request, out broker.Outcome, err error, took 
 	a := append(buf[:0], slog.String("op", string(req.Op)), slog.Uint64("id", req.ID),
 		slog.String("network", req.Connect.Network), slog.String("address", req.Connect.Address),
 		slog.Int64("ms", took.Milliseconds()))
+	a = appendNetns(a, req.Connect.Netns, out.Netns)
 	if err == nil {
 		a = append(a, slog.String("rule", out.Rule), slog.Any("remote", out.Remote), slog.Any("local", out.Local))
 		ss.log.LogAttrs(context.Background(), slog.LevelInfo, "grant", a...)
@@ -128,8 +137,23 @@ func (ss *session) audit(req *wire.Request, out broker.Outcome, err error, took 
 	ss.auditErr(a, out.Rule, err)
 }
 
+// appendNetns adds the namespace a request named and, once it was found,
+// its identity: names can be re-pointed, the identity says which one was
+// used.
+func appendNetns(a []slog.Attr, name string, t netns.Target) []slog.Attr {
+	if name == "" {
+		return a
+	}
+	a = append(a, slog.String("netns", name))
+	if !t.ID.IsZero() {
+		a = append(a, slog.String("netns_id", t.ID.String()))
+	}
+	return a
+}
+
 // auditBind logs a bind request.
-func (ss *session) auditBind(req *wire.Request, rule string, res *wire.BindResult, err error) {
+func (ss *session) auditBind(req *wire.Request, out bindOutcome, res *wire.BindResult, err error) {
+	rule := out.rule
 	if err == nil && !ss.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
@@ -138,6 +162,7 @@ func (ss *session) auditBind(req *wire.Request, rule string, res *wire.BindResul
 	a := append(buf[:0], slog.String("op", string(req.Op)), slog.Uint64("id", req.ID),
 		slog.String("network", r.Network), slog.String("address", r.Address),
 		slog.String("share", r.Share), slog.String("name", r.Name))
+	a = appendNetns(a, r.Netns, out.netns)
 	if err == nil {
 		a = append(a, slog.String("rule", rule), slog.String("local", res.Local),
 			slog.Bool("shared", res.Shared), slog.Bool("token_only", r.TokenOnly))

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sockfactory/sockfactory/internal/broker"
 	"github.com/sockfactory/sockfactory/internal/connector"
 	"github.com/sockfactory/sockfactory/internal/policy"
 	"github.com/sockfactory/sockfactory/internal/registry"
@@ -36,6 +37,9 @@ type Options struct {
 	Policy *policy.Policy
 	// Connector makes outbound connections; nil means a zero Connector.
 	Connector *connector.Connector
+	// Namespaces serves requests that name a network namespace; nil
+	// serves the daemon's own only.
+	Namespaces *broker.Namespaces
 	// ConnectTimeout bounds each connect request; zero means 10 s.
 	ConnectTimeout time.Duration
 	// MaxInFlight is the most requests one connection may have in flight;
@@ -79,6 +83,7 @@ type Server struct {
 	log          *slog.Logger
 	policy       atomic.Pointer[policy.Policy]
 	connector    *connector.Connector
+	namespaces   *broker.Namespaces
 	timeout      time.Duration
 	maxInFlight  int
 	writeTimeout time.Duration
@@ -116,6 +121,7 @@ func New(o Options) *Server {
 	s := &Server{
 		log:          o.Logger,
 		connector:    o.Connector,
+		namespaces:   o.Namespaces,
 		timeout:      o.ConnectTimeout,
 		maxInFlight:  o.MaxInFlight,
 		writeTimeout: o.WriteTimeout,

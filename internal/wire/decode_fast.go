@@ -491,6 +491,8 @@ func (d *fastDecoder) connectRequest(c *ConnectRequest) bool {
 			ok = seen(&mask, 1<<1) && (d.null() || d.stringTo(&c.Address))
 		case "timeout_ms":
 			ok = seen(&mask, 1<<2) && (d.null() || d.int64To(&c.TimeoutMS))
+		case "netns":
+			ok = seen(&mask, 1<<3) && (d.null() || d.stringTo(&c.Netns))
 		default:
 			ok = false
 		}
@@ -577,6 +579,8 @@ func (d *fastDecoder) bindRequest(b *BindRequest) bool {
 			}
 		case "token_only":
 			ok = seen(&mask, 1<<5) && (d.null() || d.boolTo(&b.TokenOnly))
+		case "netns":
+			ok = seen(&mask, 1<<6) && (d.null() || d.stringTo(&b.Netns))
 		default:
 			ok = false
 		}

@@ -31,6 +31,10 @@ func AppendRequest(dst []byte, r *Request) ([]byte, error) {
 			dst = append(dst, `,"timeout_ms":`...)
 			dst = strconv.AppendInt(dst, c.TimeoutMS, 10)
 		}
+		if c.Netns != "" {
+			dst = append(dst, `,"netns":`...)
+			dst = appendString(dst, c.Netns)
+		}
 		dst = append(dst, '}')
 	}
 	if h := r.Hello; h != nil {
@@ -83,6 +87,10 @@ func appendBindRequest(dst []byte, b *BindRequest) []byte {
 	}
 	if b.TokenOnly {
 		dst = append(dst, `,"token_only":true`...)
+	}
+	if b.Netns != "" {
+		dst = append(dst, `,"netns":`...)
+		dst = appendString(dst, b.Netns)
 	}
 	return append(dst, '}')
 }

@@ -119,6 +119,8 @@ func TestDecodeRequestFast(t *testing.T) {
 		fast bool // whether the fast path should take it
 	}{
 		{"connect", `{"v":1,"id":9,"op":"connect","connect":{"network":"tcp","address":"example.net:443","timeout_ms":5000}}`, true},
+		{"connect netns", `{"v":1,"id":9,"op":"connect","connect":{"network":"tcp","address":"example.net:443","netns":"signalling"}}`, true},
+		{"bind netns", `{"v":1,"id":9,"op":"bind","bind":{"network":"udp","address":":53","netns":"caller"}}`, true},
 		{"hello", `{"v":1,"id":1,"op":"hello","hello":{"app":"web"}}`, true},
 		{"bind", `{"v":1,"id":2,"op":"bind","bind":{"network":"udp6","address":"[::]:53","share":"same-name","name":"dns","token_only":true}}`, true},
 		{"bind with every option", `{"v":1,"id":2,"op":"bind","bind":{"network":"tcp","address":":443","options":{"reuseaddr":false,"reuseport":true,"v6only":false,"freebind":true,"transparent":false,"rcvbuf":65536,"sndbuf":0,"bind_to_device":"eth0","pmtud_off":true,"fastopen":16,"defer_accept":-1,"backlog":4096,"listen":false}}}`, true},

@@ -130,6 +130,10 @@ type BindRequest struct {
 	// TokenOnly asks for a token to pick the socket up with later, by
 	// this or another connection, instead of the socket.
 	TokenOnly bool `json:"token_only,omitempty"`
+	// Netns names the network namespace the socket is made in: a name
+	// under /run/netns, "caller" for the calling process's own, or empty
+	// (or "daemon") for the daemon's own. The policy must grant it.
+	Netns string `json:"netns,omitempty"`
 }
 
 // SocketOptions are the options a bind request may set. Every field is
@@ -201,6 +205,9 @@ type ConnectRequest struct {
 	// attempt) in milliseconds. Zero means the daemon's default; a larger
 	// value than the daemon's default is lowered to it.
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+	// Netns names the network namespace the connection is made from (and
+	// a name is resolved in), as in BindRequest.
+	Netns string `json:"netns,omitempty"`
 }
 
 // Reply answers exactly one request. Either Error is set, or the result field
@@ -309,6 +316,11 @@ type SocketStatus struct {
 	LingerMS int64 `json:"linger_ms,omitempty"`
 	// LingeringMS, when set, is how long it has been without references.
 	LingeringMS int64 `json:"lingering_ms,omitempty"`
+	// Netns is the name the socket's namespace was asked by ("caller", a
+	// name under /run/netns) and NetnsID its identity (dev:ino of the
+	// nsfs file); both empty for the daemon's own namespace.
+	Netns   string `json:"netns,omitempty"`
+	NetnsID string `json:"netns_id,omitempty"`
 	// Holders are its references.
 	Holders []HolderStatus `json:"holders"`
 }
