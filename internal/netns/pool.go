@@ -16,8 +16,8 @@ import (
 // for whoever asks, until the group is retired. Requests go to an idle
 // thread; when none is idle and fewer than max run, a new one starts.
 type group struct {
-	id   ID
-	fd   int    // the namespace, for threads yet to start; closed by retire
+	id ID
+	fd int // the namespace, for threads yet to start; closed by retire
 
 	reqs chan *request
 	quit chan struct{} // closed by retire

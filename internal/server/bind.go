@@ -191,16 +191,16 @@ func (ss *session) bind(r *wire.BindRequest) (*wire.BindResult, handout, bindOut
 		socket, nsID = sc.Target.Socket, sc.Target.ID.String()
 	}
 	g, err := ss.s.registry.Acquire(&registry.Request{
-		Key:     registry.Key{Proto: t.proto, Addr: t.ap, Netns: nsID},
+		Key:       registry.Key{Proto: t.proto, Addr: t.ap, Netns: nsID},
 		NetnsName: sc.Caller.Netns,
-		Share:   t.share,
-		Name:    t.name,
-		Options: t.opts,
-		Linger:  dec.Linger,
-		Holder:  ss.holder,
-		Pending: r.TokenOnly,
-		Lend:    true,
-		Create:  func() (*os.File, netip.AddrPort, error) { return binder.CreateWith(socket, t.proto, t.ap, t.opts) },
+		Share:     t.share,
+		Name:      t.name,
+		Options:   t.opts,
+		Linger:    dec.Linger,
+		Holder:    ss.holder,
+		Pending:   r.TokenOnly,
+		Lend:      true,
+		Create:    func() (*os.File, netip.AddrPort, error) { return binder.CreateWith(socket, t.proto, t.ap, t.opts) },
 	})
 	if err != nil {
 		return nil, handout{}, out, registryError(err)
