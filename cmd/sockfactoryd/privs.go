@@ -24,7 +24,8 @@ import (
 
 // neededCaps returns the capabilities the configured rules need, each with
 // the rules that need it: binding below the first unprivileged port and the
-// transparent option (IP_TRANSPARENT). bind_to_device needs none on the
+// transparent option (IP_TRANSPARENT), and entering other network
+// namespaces (setns needs CAP_SYS_ADMIN). bind_to_device needs none on the
 // socket before it is bound (Linux 5.7 and later).
 func neededCaps(c *config.Config) map[uintptr][]string {
 	need := map[uintptr][]string{}
@@ -36,11 +37,22 @@ func neededCaps(c *config.Config) map[uintptr][]string {
 				break
 			}
 		}
+		for _, n := range r.Netns {
+			if n != "daemon" {
+				need[privdrop.CapSysAdmin] = append(need[privdrop.CapSysAdmin], fmt.Sprintf("rule %q covers network namespace %q", r.Name, n))
+				break
+			}
+		}
 		for _, o := range r.BindOptions {
 			switch o {
 			case "transparent":
 				need[privdrop.CapNetAdmin] = append(need[privdrop.CapNetAdmin], fmt.Sprintf("rule %q allows the transparent option", r.Name))
 			}
+		}
+	}
+	for _, cw := range c.Clearwater {
+		if cw.Netns != "" {
+			need[privdrop.CapSysAdmin] = append(need[privdrop.CapSysAdmin], fmt.Sprintf("clearwater %s connects from network namespace %q", cw.Socket, cw.Netns))
 		}
 	}
 	return need

@@ -293,6 +293,14 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key in second rule", "[[rule]]\nusers = [0]\nconnect = [\"a.example:1\"]\n\n[[rule]]\nusers = [0]\nallow = [\"a.example:1\"]\n", 7, `unknown setting "rule.allow"`},
 		{"unknown key in inline rule", "rule = [\n  {users = [0]},\n  {users = [0], bogus = 1},\n]\n", 3, `unknown setting "bogus"`},
 
+		// Network namespaces.
+		{"rule netns bad name", "[[rule]]\nusers = [0]\n\nnetns = [\"ok\", \"../etc\"]\n", 4, `rule "rule 1": netns: network namespace name "../etc"`},
+		{"netns dir relative", "[netns]\n\ndir = \"run/netns\"\n", 3, `[netns] dir "run/netns": must be an absolute path`},
+		{"netns etc_dir relative", "[netns]\netc_dir = \"etc\"\n", 2, `[netns] etc_dir "etc": must be an absolute path`},
+		{"resolver.netns bad server", "[resolver.netns]\nsig = [\"10.0.0.53\"]\n", 2, `[resolver.netns] sig: server "10.0.0.53": want a numeric ip:port`},
+		{"resolver.netns caller", "[resolver.netns]\ncaller = [\"10.0.0.53:53\"]\n", 2, `[resolver.netns] "caller": want the name of a namespace`},
+		{"clearwater netns caller", "[[clearwater]]\nsocket = \"/run/cw.sock\"\nnetns = \"caller\"\n", 3, `netns "caller": want the name of a namespace`},
+
 		// Wrong TOML types.
 		{"socket not a string", "[daemon]\n\nsocket = 1\n", 3, "cannot decode TOML integer"},
 		{"socket_mode as integer", "[daemon]\nsocket_mode = 0o660\n", 2, `socket_mode must be a quoted octal string: socket_mode = "0660"`},
@@ -404,6 +412,54 @@ connect = [
 				t.Errorf("got message %q, want it to contain %q", e.Msg, tc.msg)
 			}
 		})
+	}
+}
+
+func TestParseNetns(t *testing.T) {
+	c, err := Parse("test.toml", []byte(`
+[netns]
+dir = "/run/netns/"
+etc_dir = "/srv/netns"
+[resolver.netns]
+signalling = ["10.1.0.53:53", "[fd00::53]:53"]
+[[rule]]
+name = "sip"
+users = [0]
+netns = ["signalling", "caller", "daemon"]
+[[rule]]
+name = "plain"
+users = [0]
+[[clearwater]]
+socket = "/run/cw-sig.sock"
+netns = "signalling"
+[[clearwater]]
+socket = "/run/cw-mgmt.sock"
+netns = "daemon"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NetnsDir != "/run/netns" || c.NetnsEtcDir != "/srv/netns" {
+		t.Errorf("dirs: %q, %q; want /run/netns, /srv/netns", c.NetnsDir, c.NetnsEtcDir)
+	}
+	if got := c.ResolverNetns["signalling"]; !slices.Equal(got, []string{"10.1.0.53:53", "[fd00::53]:53"}) {
+		t.Errorf("resolver.netns signalling: %v", got)
+	}
+	if got := c.Policy.Rules[0].Netns; !slices.Equal(got, []string{"signalling", "caller", "daemon"}) {
+		t.Errorf("rule netns: %v", got)
+	}
+	if c.Policy.Rules[1].Netns != nil {
+		t.Errorf("a rule without netns: %v, want nil (the daemon's own only)", c.Policy.Rules[1].Netns)
+	}
+	if c.Clearwater[0].Netns != "signalling" || c.Clearwater[1].Netns != "" {
+		t.Errorf("clearwater netns: %q, %q; want signalling and the daemon's own", c.Clearwater[0].Netns, c.Clearwater[1].Netns)
+	}
+	d, err := Parse("test.toml", []byte("[[rule]]\nusers = [0]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.NetnsDir != "/run/netns" || d.NetnsEtcDir != "/etc/netns" {
+		t.Errorf("default dirs: %q, %q", d.NetnsDir, d.NetnsEtcDir)
 	}
 }
 

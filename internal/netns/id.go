@@ -224,14 +224,3 @@ func pidfdPID(pidfd int) (int, error) {
 	}
 	return 0, errors.New("the caller's pidfd names no pid")
 }
-
-// selfID returns the ID of the daemon's own namespace: that of its main
-// thread, which never leaves it.
-func selfID() (ID, error) {
-	fd, id, err := openNamespace("/proc/self/ns/net")
-	if err != nil {
-		return ID{}, fmt.Errorf("the daemon's own network namespace: %w", err)
-	}
-	unix.Close(fd)
-	return id, nil
-}

@@ -46,16 +46,17 @@ func (t Target) Socket(domain, typ, proto int) (int, error) {
 		return fd, nil
 	}
 	t.g.lastUse.Store(time.Now().UnixNano())
-	return t.g.socket(domain, typ, proto)
+	return t.g.socket(t.g.self, domain, typ, proto)
 }
 
-// Manager finds namespaces by name or by caller and keeps the threads of
-// those in use. Its zero value is not usable; call New. It is safe for
+// Manager finds namespaces by name or by caller and keeps those in use
+// open. Its zero value is not usable; call New. It is safe for
 // concurrent use.
 type Manager struct {
-	dir  string
-	self ID
-	idle time.Duration
+	dir    string
+	self   ID
+	selfFD int // the daemon's own namespace, which threads go back to
+	idle   time.Duration
 
 	mu     sync.Mutex
 	groups map[ID]*group
@@ -71,8 +72,8 @@ type Manager struct {
 type Options struct {
 	// Dir holds the named namespaces; "" means DefaultDir.
 	Dir string
-	// Idle retires a namespace's threads after this long without a
-	// request; zero means one minute.
+	// Idle closes a namespace's descriptor after this long without a
+	// request (the next request opens it again); zero means one minute.
 	Idle time.Duration
 	// Check is how often names are checked for removal or re-pointing
 	// and groups for idleness; zero means 2 s.
@@ -86,11 +87,11 @@ type Options struct {
 
 // New returns a Manager and starts its janitor; Close stops it.
 func New(o Options) (*Manager, error) {
-	self, err := selfID()
+	selfFD, self, err := openNamespace("/proc/self/ns/net")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the daemon's own network namespace: %w", err)
 	}
-	m := &Manager{dir: o.Dir, self: self, idle: o.Idle, groups: map[ID]*group{}, names: map[string]ID{}, gone: o.Gone, stop: make(chan struct{}), done: make(chan struct{})}
+	m := &Manager{dir: o.Dir, self: self, selfFD: selfFD, idle: o.Idle, groups: map[ID]*group{}, names: map[string]ID{}, gone: o.Gone, stop: make(chan struct{}), done: make(chan struct{})}
 	if m.dir == "" {
 		m.dir = DefaultDir
 	}
@@ -223,24 +224,10 @@ func (m *Manager) add(id ID, name string, fd int) (*group, error) {
 		unix.Close(fd)
 		return g, nil
 	}
-	g := newGroup(id, fd)
+	g := newGroup(id, fd, m.selfFD)
 	g.lastUse.Store(time.Now().UnixNano())
 	m.groups[id] = g
 	return g, nil
-}
-
-// Threads returns how many threads sit in namespaces other than the
-// daemon's own, for status and tests.
-func (m *Manager) Threads() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := 0
-	for _, g := range m.groups {
-		g.mu.Lock()
-		n += g.threads
-		g.mu.Unlock()
-	}
-	return n
 }
 
 // Namespaces returns the IDs of the namespaces the manager holds open.
@@ -272,8 +259,7 @@ func (m *Manager) janitor(every time.Duration) {
 
 // sweep is one round of the janitor: a name removed or re-pointed drops
 // the namespace it named (unless another name still names it), and a
-// namespace idle for m.idle loses its threads (a request brings them
-// back).
+// namespace idle for m.idle is closed (a request opens it again).
 func (m *Manager) sweep() {
 	var retire []*group
 	var gone []ID
@@ -336,5 +322,6 @@ func (m *Manager) Close() error {
 	for _, g := range gs {
 		g.retire()
 	}
+	unix.Close(m.selfFD)
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 const (
 	CapNetBindService uintptr = 10
 	CapNetAdmin       uintptr = 12
+	CapSysAdmin       uintptr = 21
 )
 
 // CapName returns a capability's name, such as "CAP_NET_BIND_SERVICE".
@@ -22,6 +23,8 @@ func CapName(c uintptr) string {
 		return "CAP_NET_BIND_SERVICE"
 	case CapNetAdmin:
 		return "CAP_NET_ADMIN"
+	case CapSysAdmin:
+		return "CAP_SYS_ADMIN"
 	}
 	return "capability " + strconv.FormatUint(uint64(c), 10)
 }
