@@ -294,12 +294,12 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key in inline rule", "rule = [\n  {users = [0]},\n  {users = [0], bogus = 1},\n]\n", 3, `unknown setting "bogus"`},
 
 		// Network namespaces.
-		{"rule netns bad name", "[[rule]]\nusers = [0]\n\nnetns = [\"ok\", \"../etc\"]\n", 4, `rule "rule 1": netns: network namespace name "../etc"`},
+		{"rule netns bad name", "[[rule]]\nusers = [0]\n\nnetns = [\"ok\", \"../etc\"]\n", 4, `rule "rule[0]": netns: network namespace name "../etc"`},
 		{"netns dir relative", "[netns]\n\ndir = \"run/netns\"\n", 3, `[netns] dir "run/netns": must be an absolute path`},
 		{"netns etc_dir relative", "[netns]\netc_dir = \"etc\"\n", 2, `[netns] etc_dir "etc": must be an absolute path`},
 		{"resolver.netns bad server", "[resolver.netns]\nsig = [\"10.0.0.53\"]\n", 2, `[resolver.netns] sig: server "10.0.0.53": want a numeric ip:port`},
 		{"resolver.netns caller", "[resolver.netns]\ncaller = [\"10.0.0.53:53\"]\n", 2, `[resolver.netns] "caller": want the name of a namespace`},
-		{"clearwater netns caller", "[[clearwater]]\nsocket = \"/run/cw.sock\"\nnetns = \"caller\"\n", 3, `netns "caller": want the name of a namespace`},
+		{"clearwater netns caller", "[[clearwater]]\nsocket = \"/run/cw.sock\"\nallowed_hosts = [\"10.0.0.1\"]\nnetns = \"caller\"\n", 4, `netns "caller": want the name of a namespace`},
 
 		// Wrong TOML types.
 		{"socket not a string", "[daemon]\n\nsocket = 1\n", 3, "cannot decode TOML integer"},
@@ -431,9 +431,11 @@ name = "plain"
 users = [0]
 [[clearwater]]
 socket = "/run/cw-sig.sock"
+allowed_hosts = ["10.1.0.10"]
 netns = "signalling"
 [[clearwater]]
 socket = "/run/cw-mgmt.sock"
+allowed_hosts = ["10.0.0.10"]
 netns = "daemon"
 `))
 	if err != nil {
