@@ -28,13 +28,11 @@ type Namespaces struct {
 	etcDir  string
 	servers map[string][]netip.AddrPort
 
-	mu        sync.Mutex
-	resolvers map[nsKey]*resolver.Resolver
-}
-
-type nsKey struct {
-	id   netns.ID
-	name string
+	mu sync.Mutex
+	// resolvers are by name ("caller" for every caller's namespace): a
+	// resolver depends on the name's files and servers only, and finds
+	// the namespace to send from in each lookup's context.
+	resolvers map[string]*resolver.Resolver
 }
 
 // NewNamespaces returns the namespace step over m. etcDir holds each named
@@ -42,7 +40,7 @@ type nsKey struct {
 // them); servers, when a name has some, replace its resolv.conf's name
 // servers.
 func NewNamespaces(m *netns.Manager, etcDir string, servers map[string][]netip.AddrPort) *Namespaces {
-	return &Namespaces{m: m, etcDir: etcDir, servers: servers, resolvers: map[nsKey]*resolver.Resolver{}}
+	return &Namespaces{m: m, etcDir: etcDir, servers: servers, resolvers: map[string]*resolver.Resolver{}}
 }
 
 // Scope is the namespace one request is served in.
@@ -110,7 +108,7 @@ func (n *Namespaces) ConnectOptions(s *Scope, o connector.Options) connector.Opt
 // resolver returns the namespace's resolver: its files, its servers, and
 // queries sent from sockets made inside it.
 func (n *Namespaces) resolver(t netns.Target) connector.Lookup {
-	k := nsKey{t.ID, t.Name}
+	k := t.Name
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if r := n.resolvers[k]; r != nil {
@@ -127,15 +125,12 @@ func (n *Namespaces) resolver(t netns.Target) connector.Lookup {
 	return inScope{r, t}
 }
 
-// Forget drops what was kept for namespace id (its name was removed).
-func (n *Namespaces) Forget(id netns.ID) {
+// Forget drops what was kept for namespace name (it was removed): its
+// resolver's cached files.
+func (n *Namespaces) Forget(name string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for k := range n.resolvers {
-		if k.id == id {
-			delete(n.resolvers, k)
-		}
-	}
+	delete(n.resolvers, name)
 }
 
 // inScope runs a namespace's resolver with the request's target in its

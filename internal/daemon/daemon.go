@@ -288,10 +288,10 @@ func (d *Daemon) build() {
 func (d *Daemon) namespaces(reg *atomic.Pointer[registry.Registry]) *broker.Namespaces {
 	cfg := d.cfg
 	var ns atomic.Pointer[broker.Namespaces]
-	m, err := netns.New(netns.Options{Dir: cfg.NetnsDir, Gone: func(id netns.ID) {
-		ns.Load().Forget(id)
+	m, err := netns.New(netns.Options{Dir: cfg.NetnsDir, Gone: func(id netns.ID, name string) {
+		ns.Load().Forget(name)
 		n := reg.Load().DropNetns(id.String())
-		d.log.Info("network namespace gone: dropped its cached sockets and threads; sockets held keep working", "netns_id", id.String(), "closed", n)
+		d.log.Info("network namespace gone: dropped its cached sockets; sockets held keep working", "netns", name, "netns_id", id.String(), "closed", n)
 	}})
 	if err != nil {
 		d.log.Warn("serving the daemon's own network namespace only", "err", err)

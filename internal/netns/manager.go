@@ -62,7 +62,7 @@ type Manager struct {
 	groups map[ID]*group
 	names  map[string]ID // every name resolved, watched for removal
 	closed bool
-	gone   func(ID)
+	gone   func(ID, string)
 
 	stop chan struct{}
 	done chan struct{}
@@ -79,10 +79,10 @@ type Options struct {
 	// and groups for idleness; zero means 2 s.
 	Check time.Duration
 	// Gone, when set, is called (from the manager's own goroutine) with
-	// the ID of a named namespace whose name was removed or now names
-	// another namespace, after its threads are gone: the daemon drops
-	// what it cached there.
-	Gone func(ID)
+	// the ID and name of a named namespace whose name was removed or now
+	// names another namespace, once it is closed: the daemon drops what it
+	// cached there.
+	Gone func(id ID, name string)
 }
 
 // New returns a Manager and starts its janitor; Close stops it.
@@ -261,8 +261,12 @@ func (m *Manager) janitor(every time.Duration) {
 // the namespace it named (unless another name still names it), and a
 // namespace idle for m.idle is closed (a request opens it again).
 func (m *Manager) sweep() {
+	type lost struct {
+		id   ID
+		name string
+	}
 	var retire []*group
-	var gone []ID
+	var gone []lost
 	now := time.Now().UnixNano()
 	m.mu.Lock()
 	for name, id := range m.names {
@@ -270,20 +274,20 @@ func (m *Manager) sweep() {
 			continue
 		}
 		delete(m.names, name)
-		gone = append(gone, id)
+		gone = append(gone, lost{id, name})
 	}
 	named := gone[:0]
-	for _, id := range gone {
+	for _, l := range gone {
 		still := false
 		for _, other := range m.names {
-			still = still || other == id
+			still = still || other == l.id
 		}
 		if still {
 			continue
 		}
-		named = append(named, id)
-		if g := m.groups[id]; g != nil {
-			delete(m.groups, id)
+		named = append(named, l)
+		if g := m.groups[l.id]; g != nil {
+			delete(m.groups, l.id)
 			retire = append(retire, g)
 		}
 	}
@@ -299,8 +303,8 @@ func (m *Manager) sweep() {
 		g.retire()
 	}
 	if m.gone != nil {
-		for _, id := range gone {
-			m.gone(id)
+		for _, l := range gone {
+			m.gone(l.id, l.name)
 		}
 	}
 }

@@ -121,7 +121,7 @@ func threadsIn(t *testing.T, id ID) int {
 func TestIntegrationNamedSocket(t *testing.T) {
 	name := addNetns(t)
 	gone := make(chan ID, 1)
-	m, err := New(Options{Check: 50 * time.Millisecond, Gone: func(id ID) { gone <- id }})
+	m, err := New(Options{Check: 50 * time.Millisecond, Gone: func(id ID, _ string) { gone <- id }})
 	if err != nil {
 		t.Fatal(err)
 	}
