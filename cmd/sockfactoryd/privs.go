@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +43,14 @@ func neededCaps(c *config.Config) map[uintptr][]string {
 				need[privdrop.CapSysAdmin] = append(need[privdrop.CapSysAdmin], fmt.Sprintf("rule %q covers network namespace %q", r.Name, n))
 				break
 			}
+		}
+		if slices.Contains(r.Netns, "caller") {
+			// Another uid's namespace, from its pidfd: the kernel asks
+			// for ptrace read access (and on Linux 6.5-6.10, where the
+			// pidfd is signalled to prove the process lived on, kill).
+			why := fmt.Sprintf("rule %q covers the caller's network namespace", r.Name)
+			need[privdrop.CapSysPtrace] = append(need[privdrop.CapSysPtrace], why)
+			need[privdrop.CapKill] = append(need[privdrop.CapKill], why)
 		}
 		for _, o := range r.BindOptions {
 			switch o {

@@ -200,6 +200,15 @@ func connectError(t Target, err error) error {
 	if connector.IsTimeout(err) {
 		return wire.Errorf(wire.CodeTimeout, "connect to %s timed out", t)
 	}
+	var ee *netns.EnterError
+	if errors.As(err, &ee) {
+		e := wire.Errorf(wire.CodeInternal, "connect to %s: %v", t, ee)
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			e.Errno = int(errno)
+		}
+		return e
+	}
 	// Name the address that failed and the OS's reason, without the
 	// layers of "dial tcp ...: connect:" prefixes.
 	target := t.String()

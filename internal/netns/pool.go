@@ -81,7 +81,7 @@ func inNamespace(ns, self, domain, typ, proto int, ch chan<- result) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		ch <- result{-1, fmt.Errorf("returning from the namespace: %w (the thread is discarded)", os.NewSyscallError("setns", rerr))}
+		ch <- result{-1, &EnterError{fmt.Errorf("returning from the network namespace: %w (the thread is discarded)", os.NewSyscallError("setns", rerr))}}
 		return
 	}
 	runtime.UnlockOSThread()
@@ -98,10 +98,18 @@ func (g *group) retire() {
 	}
 }
 
+// EnterError is a failure to enter a namespace (or to come back from
+// one): the daemon's own doing, not the destination's or the caller's.
+// The errno stays reachable with errors.Is.
+type EnterError struct{ Err error }
+
+func (e *EnterError) Error() string { return e.Err.Error() }
+func (e *EnterError) Unwrap() error { return e.Err }
+
 // setnsError explains a failed setns(2).
 func setnsError(err error) error {
 	if errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("entering the network namespace: %w: the daemon needs CAP_SYS_ADMIN for namespaces (see docs/security.md)", os.NewSyscallError("setns", err))
+		return &EnterError{fmt.Errorf("entering the network namespace: %w: the daemon needs CAP_SYS_ADMIN for namespaces (see docs/security.md)", os.NewSyscallError("setns", err))}
 	}
-	return fmt.Errorf("entering the network namespace: %w", os.NewSyscallError("setns", err))
+	return &EnterError{fmt.Errorf("entering the network namespace: %w", os.NewSyscallError("setns", err))}
 }

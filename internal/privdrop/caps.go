@@ -14,6 +14,8 @@ const (
 	CapNetBindService uintptr = 10
 	CapNetAdmin       uintptr = 12
 	CapSysAdmin       uintptr = 21
+	CapSysPtrace      uintptr = 19
+	CapKill           uintptr = 5
 )
 
 // CapName returns a capability's name, such as "CAP_NET_BIND_SERVICE".
@@ -25,6 +27,10 @@ func CapName(c uintptr) string {
 		return "CAP_NET_ADMIN"
 	case CapSysAdmin:
 		return "CAP_SYS_ADMIN"
+	case CapSysPtrace:
+		return "CAP_SYS_PTRACE"
+	case CapKill:
+		return "CAP_KILL"
 	}
 	return "capability " + strconv.FormatUint(uint64(c), 10)
 }
