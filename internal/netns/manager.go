@@ -34,6 +34,15 @@ type Target struct {
 // no more than asking for none.
 func (t Target) Own() bool { return t.g == nil }
 
+// Key is the target's ID in String's form, "" for the daemon's own: the
+// registry's Key.Netns. It does not allocate.
+func (t Target) Key() string {
+	if t.g == nil {
+		return ""
+	}
+	return t.g.key
+}
+
 // Socket is socket(2) in the target's namespace, close-on-exec; the caller
 // owns the descriptor. In the daemon's own namespace it is the plain
 // system call; elsewhere one of the namespace's threads makes it.

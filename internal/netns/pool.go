@@ -26,7 +26,8 @@ import (
 // thread that cannot go back is never unlocked: its goroutine ends, and
 // the runtime ends the thread with it.
 type group struct {
-	id ID
+	id  ID
+	key string // id.String(), made once
 
 	mu      sync.RWMutex // read-held while fd is in use; write-held by retire
 	fd      int          // the namespace; -1 once retired
@@ -37,7 +38,9 @@ type group struct {
 // errGone is returned for a request to a group retired under it.
 var errGone = errors.New("the namespace is being dropped (its name was removed or re-pointed, or it was idle): retry")
 
-func newGroup(id ID, fd, self int) *group { return &group{id: id, fd: fd, self: self} }
+func newGroup(id ID, fd, self int) *group {
+	return &group{id: id, key: id.String(), fd: fd, self: self}
+}
 
 // result is one socket(2) made in a namespace.
 type result struct {

@@ -188,7 +188,7 @@ func (ss *session) bind(r *wire.BindRequest) (*wire.BindResult, handout, bindOut
 	var socket func(domain, typ, proto int) (int, error)
 	var nsID string
 	if !sc.Target.Own() {
-		socket, nsID = sc.Target.Socket, sc.Target.ID.String()
+		socket, nsID = sc.Target.Socket, sc.Target.Key()
 	}
 	g, err := ss.s.registry.Acquire(&registry.Request{
 		Key:       registry.Key{Proto: t.proto, Addr: t.ap, Netns: nsID},
