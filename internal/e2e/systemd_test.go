@@ -326,7 +326,10 @@ func TestIntegrationCrashSurvival(t *testing.T) {
 	if len(final) != 2 {
 		t.Errorf("after the grace %d sockets held, want the 2 reclaimed: %+v", len(final), final)
 	}
-	if !strings.Contains(s.log.String(), `msg="reclaim grace over: released the references not reclaimed" refs=1`) {
+	// The line comes through the daemon's log pipe, maybe after the status.
+	if !poll(5*time.Second, func() bool {
+		return strings.Contains(s.log.String(), `msg="reclaim grace over: released the references not reclaimed" refs=1`)
+	}) {
 		t.Errorf("the log does not say one reference was released after the grace")
 	}
 	if b, _ := os.ReadFile(execLog.Name()); len(b) != 0 {
