@@ -281,6 +281,24 @@ func (d *Daemon) build() {
 	}
 }
 
+// watchNamespaces has the namespace manager watch the names of the
+// namespaces the registry holds sockets in (taken over in an upgrade, or
+// restored from the fd store), which no request has named since: their
+// removal drops those sockets as it would have in the previous daemon.
+func (d *Daemon) watchNamespaces() {
+	if d.netns == nil {
+		return
+	}
+	for _, in := range d.srv.Registry().Status(nil, true) {
+		if in.Key.Netns == "" {
+			continue
+		}
+		if id, err := netns.ParseID(in.Key.Netns); err == nil {
+			d.netns.Watch(in.NetnsName, id)
+		}
+	}
+}
+
 // namespaces makes the namespace step of connect and bind: a manager of
 // the namespaces under [netns] dir, whose removed names drop what the
 // registry cached in them. Without one (no /proc), requests naming a
@@ -329,6 +347,7 @@ func (d *Daemon) serve() {
 // ready tells the service manager the daemon serves, and starts the
 // watchdog and status reports.
 func (d *Daemon) ready() {
+	d.watchNamespaces()
 	d.notify.ready()
 	d.statusNow()
 	d.loops.Add(2)

@@ -70,6 +70,7 @@ type Manager struct {
 	mu     sync.Mutex
 	groups map[ID]*group
 	names  map[string]ID // every name resolved, watched for removal
+	moved  []lost        // names found re-pointed by a request, for sweep
 	closed bool
 	gone   func(ID, string)
 
@@ -143,7 +144,7 @@ func (m *Manager) Named(name string) (Target, error) {
 	m.mu.Lock()
 	g := m.groups[id]
 	if g != nil {
-		m.names[name] = id
+		m.noteLocked(name, id)
 	}
 	m.mu.Unlock()
 	if g != nil {
@@ -210,6 +211,35 @@ type notFound string
 func (e notFound) Error() string        { return string(e) }
 func (e notFound) Is(target error) bool { return target == fs.ErrNotExist }
 
+// noteLocked records that name names id now; a name that named another
+// namespace before was re-pointed, and the next sweep drops the old one.
+func (m *Manager) noteLocked(name string, id ID) {
+	if old, ok := m.names[name]; ok && old != id {
+		m.moved = append(m.moved, lost{old, name})
+	}
+	m.names[name] = id
+}
+
+// Watch has the manager watch name, which named namespace id (a socket
+// made there before a restart or an upgrade, say): when the name goes or
+// names another namespace, Gone is called for id.
+func (m *Manager) Watch(name string, id ID) {
+	if CheckName(name) != nil || name == Caller || name == Daemon || id.IsZero() {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.names[name]; !ok {
+		m.names[name] = id
+	}
+}
+
+// lost is a namespace whose name went.
+type lost struct {
+	id   ID
+	name string
+}
+
 func (m *Manager) find(id ID) *group {
 	m.mu.Lock()
 	g := m.groups[id]
@@ -227,7 +257,7 @@ func (m *Manager) add(id ID, name string, fd int) (*group, error) {
 		return nil, errors.New("the daemon is shutting down")
 	}
 	if name != "" {
-		m.names[name] = id
+		m.noteLocked(name, id)
 	}
 	if g := m.groups[id]; g != nil {
 		unix.Close(fd)
@@ -270,14 +300,11 @@ func (m *Manager) janitor(every time.Duration) {
 // the namespace it named (unless another name still names it), and a
 // namespace idle for m.idle is closed (a request opens it again).
 func (m *Manager) sweep() {
-	type lost struct {
-		id   ID
-		name string
-	}
 	var retire []*group
-	var gone []lost
 	now := time.Now().UnixNano()
 	m.mu.Lock()
+	gone := m.moved
+	m.moved = nil
 	for name, id := range m.names {
 		if cur, err := statID(filepath.Join(m.dir, name)); err == nil && cur == id {
 			continue
