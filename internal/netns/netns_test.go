@@ -316,3 +316,63 @@ func TestIntegrationPeer(t *testing.T) {
 		t.Errorf("a peer in %s: %+v, want namespace %v", name, in, want)
 	}
 }
+
+// TestIntegrationStuckThread: a thread that cannot go back to the
+// daemon's namespace ends its goroutine (and with it, being locked, the
+// thread): nothing else ever runs there.
+func TestIntegrationStuckThread(t *testing.T) {
+	name := addNetns(t)
+	m, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tg, err := m.Named(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r [2]int
+	if err := unix.Pipe2(r[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(r[0])
+	defer unix.Close(r[1])
+	called := make(chan error, 1)
+	old := goexitInNamespace
+	goexitInNamespace = func(err error) { called <- err; old(err) }
+	defer func() { goexitInNamespace = old }()
+	done := make(chan struct{})
+	returned := false
+	go func() {
+		defer close(done)
+		// "Back" to a pipe: setns(2) refuses it, as it would a
+		// namespace that could not be re-entered.
+		tg.g.mu.RLock()
+		defer tg.g.mu.RUnlock()
+		inNamespace(tg.g.fd, r[0], unix.AF_INET, unix.SOCK_DGRAM, 0)
+		returned = true
+	}()
+	<-done
+	select {
+	case <-called:
+	default:
+		t.Fatal("the goroutine ended without the stuck-thread path")
+	}
+	if returned {
+		t.Error("inNamespace returned on a thread stuck in another namespace")
+	}
+	if !poll(5*time.Second, func() bool { return threadsIn(t, tg.ID) == 0 }) {
+		t.Errorf("%d threads remain in the namespace", threadsIn(t, tg.ID))
+	}
+}
+
+func poll(limit time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}

@@ -15,14 +15,14 @@ import (
 // from its first request until it is retired (its name went, or it was
 // idle).
 //
-// Each socket(2) there runs on a goroutine of its own that locks its OS
-// thread, enters the namespace, makes the socket and goes back (the
-// descriptor of the daemon's own namespace is held for that). Measured on
-// the 2-core machine (BenchmarkSocket, docs/benchmarks.md), that costs
-// about 1.6 us over a plain socket(2): two setns(2) calls and a goroutine
-// switch that stays on the same thread. Threads that sit inside each
-// namespace and take requests over a channel cost 20-35 us instead, for
-// the two thread wake-ups per request, so the daemon does not keep them. A
+// Each socket(2) there runs on the requesting goroutine's own thread,
+// locked for it: it enters the namespace, makes the socket and goes back
+// (the descriptor of the daemon's own namespace is held for that).
+// Measured on the 2-core machine (BenchmarkSocket, docs/benchmarks.md),
+// two setns(2) calls cost about 1 us. Threads that sit inside each
+// namespace and take requests over a channel cost 20-35 us instead, and a
+// fresh goroutine per socket(2) 2-3 futex calls more (the runtime wakes an
+// idle thread for it, and for its reply), so the daemon does neither. A
 // thread that cannot go back is never unlocked: its goroutine ends, and
 // the runtime ends the thread with it.
 type group struct {
@@ -42,14 +42,6 @@ func newGroup(id ID, fd, self int) *group {
 	return &group{id: id, key: id.String(), fd: fd, self: self}
 }
 
-// result is one socket(2) made in a namespace.
-type result struct {
-	fd  int
-	err error
-}
-
-var resultPool = sync.Pool{New: func() any { return make(chan result, 1) }}
-
 // socket runs socket(domain, typ|SOCK_CLOEXEC, proto) inside the group's
 // namespace and returns the descriptor, which the caller owns. self is the
 // daemon's own namespace, where the thread goes back to.
@@ -59,36 +51,42 @@ func (g *group) socket(self, domain, typ, proto int) (int, error) {
 	if g.fd < 0 {
 		return -1, errGone
 	}
-	ch := resultPool.Get().(chan result)
-	go inNamespace(g.fd, self, domain, typ, proto, ch)
-	r := <-ch
-	resultPool.Put(ch)
-	return r.fd, r.err
+	return inNamespace(g.fd, self, domain, typ, proto)
 }
 
-// inNamespace is the goroutine of one socket(2) in namespace ns.
-func inNamespace(ns, self, domain, typ, proto int, ch chan<- result) {
+// inNamespace makes one socket(2) in namespace ns on the calling
+// goroutine's own thread, locked for it. A thread that cannot go back to
+// self must never run anything else: the goroutine then ends
+// (runtime.Goexit, its deferred calls run: the request's connection is
+// closed), and the runtime ends the thread, which is still locked. setns(2)
+// back to a namespace the daemon holds open does not fail in practice;
+// the price of the guarantee is one connection.
+func inNamespace(ns, self, domain, typ, proto int) (int, error) {
 	runtime.LockOSThread()
 	if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
 		// setns(2) changes nothing when it fails.
 		runtime.UnlockOSThread()
-		ch <- result{-1, setnsError(err)}
-		return
+		return -1, setnsError(err)
 	}
 	fd, err := unix.Socket(domain, typ|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
 		fd, err = -1, os.NewSyscallError("socket", err)
 	}
 	if rerr := unix.Setns(self, unix.CLONE_NEWNET); rerr != nil {
-		// Still inside: the thread must never run anything else.
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		ch <- result{-1, &EnterError{fmt.Errorf("returning from the network namespace: %w (the thread is discarded)", os.NewSyscallError("setns", rerr))}}
-		return
+		goexitInNamespace(rerr)
 	}
 	runtime.UnlockOSThread()
-	ch <- result{fd, err}
+	return fd, err
+}
+
+// goexitInNamespace ends the calling goroutine, whose thread is stuck in
+// another namespace; a variable so that tests can see it called.
+var goexitInNamespace = func(err error) {
+	_ = err // setns(2) back failed; nothing can be reported from here
+	runtime.Goexit()
 }
 
 // retire closes the group's descriptor once no request uses it.
