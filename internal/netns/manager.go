@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -97,7 +98,12 @@ type Options struct {
 
 // New returns a Manager and starts its janitor; Close stops it.
 func New(o Options) (*Manager, error) {
-	selfFD, self, err := openNamespace("/proc/self/ns/net")
+	// This thread's namespace: every thread that runs Go code is in the
+	// daemon's own (the main thread's, /proc/self/ns/net, may be parked
+	// in another for good: see inNamespace).
+	runtime.LockOSThread()
+	selfFD, self, err := openNamespace("/proc/thread-self/ns/net")
+	runtime.UnlockOSThread()
 	if err != nil {
 		return nil, fmt.Errorf("the daemon's own network namespace: %w", err)
 	}

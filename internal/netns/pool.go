@@ -58,8 +58,10 @@ func (g *group) socket(self, domain, typ, proto int) (int, error) {
 // goroutine's own thread, locked for it. A thread that cannot go back to
 // self must never run anything else: the goroutine then ends
 // (runtime.Goexit, its deferred calls run: the request's connection is
-// closed), and the runtime ends the thread, which is still locked. setns(2)
-// back to a namespace the daemon holds open does not fail in practice;
+// closed), and the runtime ends the thread, which is still locked (the
+// main thread, which cannot end, it parks for good: it never runs Go code
+// again). setns(2) back to a namespace the daemon holds open does not
+// fail in practice;
 // the price of the guarantee is one connection.
 func inNamespace(ns, self, domain, typ, proto int) (int, error) {
 	runtime.LockOSThread()
