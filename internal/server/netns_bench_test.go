@@ -2,12 +2,9 @@ package server
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/sockfactory/sockfactory/internal/broker"
 	"github.com/sockfactory/sockfactory/internal/netns"
@@ -63,61 +60,21 @@ func BenchmarkNetns(b *testing.B) {
 	}()
 	inNS := l.Addr().String()
 
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		b.Fatal(err)
-	}
-	buf, oob := make([]byte, 4096), make([]byte, 64)
-	var out []byte
-	var id uint64
-	do := func(b *testing.B, req *wire.Request) {
-		id++
-		req.ID = id
-		if out, err = wire.AppendRequest(out[:0], req); err != nil {
-			b.Fatal(err)
-		}
-		if err := unix.Send(fd, out, 0); err != nil {
-			b.Fatal(err)
-		}
-		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
-		if err != nil {
-			b.Fatal(err)
-		}
-		rep, err := wire.DecodeReply(buf[:n])
-		if err != nil || rep.Error != nil || rep.FDs != 1 || oobn == 0 {
-			b.Fatalf("reply %q: %v", buf[:n], err)
-		}
-		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
-		fds, _ := unix.ParseUnixRights(&msgs[0])
-		unix.SetsockoptLinger(fds[0], unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
-		unix.Close(fds[0])
-	}
-	port := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
+	do := rawClient(b, path)
 	for _, c := range []struct {
 		name string
 		req  *wire.Request
 	}{
 		{"connect/own", &wire.Request{V: wire.Version, Op: wire.OpConnect, Connect: &wire.ConnectRequest{Network: "tcp", Address: own.String()}}},
 		{"connect/named", &wire.Request{V: wire.Version, Op: wire.OpConnect, Connect: &wire.ConnectRequest{Network: "tcp", Address: inNS, Netns: name}}},
-		{"handoff/own", &wire.Request{V: wire.Version, Op: wire.OpBind, Bind: &wire.BindRequest{Network: "tcp", Address: port(), Share: "any", Name: "b"}}},
-		{"handoff/named", &wire.Request{V: wire.Version, Op: wire.OpBind, Bind: &wire.BindRequest{Network: "tcp", Address: port(), Share: "any", Name: "b", Netns: name}}},
+		{"handoff/own", &wire.Request{V: wire.Version, Op: wire.OpBind, Bind: &wire.BindRequest{Network: "tcp", Address: freeAddr(b), Share: "any", Name: "b"}}},
+		{"handoff/named", &wire.Request{V: wire.Version, Op: wire.OpBind, Bind: &wire.BindRequest{Network: "tcp", Address: freeAddr(b), Share: "any", Name: "b", Netns: name}}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			do(b, c.req) // a bind's first request makes the socket
+			do(c.req) // a bind's first request makes the socket
 			b.ReportAllocs()
 			for b.Loop() {
-				do(b, c.req)
+				do(c.req)
 			}
 		})
 	}
