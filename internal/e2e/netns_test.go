@@ -117,27 +117,7 @@ func greeter(t testing.TB, ns *testnet.Netns, addr, label string) string {
 	if err != nil {
 		t.Fatalf("server %s on %s in a namespace: %v", label, addr, err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { l.Close(); wg.Wait() })
-	greeting := []byte(greetingOf(label))
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				if _, err := c.Write(greeting); err == nil {
-					io.Copy(c, c)
-				}
-			}()
-		}
-	}()
+	serveGreeting(t, l, label)
 	return l.Addr().String()
 }
 
@@ -1003,7 +983,7 @@ func TestIntegrationNetnsBindKey(t *testing.T) {
 	}
 }
 
-// serveGreeting is greeter's serving on l, a listener from the daemon.
+// serveGreeting serves greeter's answers on l (closed when the test ends).
 func serveGreeting(t testing.TB, l net.Listener, label string) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { l.Close(); wg.Wait() })
