@@ -80,6 +80,11 @@ type Options struct {
 	// when Netns is.
 	Netns      string
 	Namespaces *broker.Namespaces
+	// Observe, when set, is called once per connection served, after its
+	// reply or close, with the outcome's code ("" for success) and the
+	// time from accept to the outcome: the metrics hook. It must be cheap
+	// and must not block.
+	Observe func(code wire.Code, took time.Duration)
 }
 
 // Listener serves the Clearwater protocol. Create it with New.
