@@ -70,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&held, "held", "", "comma-separated ascending `levels` of held sockets to run the modes at (e.g. 10,100000)")
 	fs.IntVar(&o.IdleConns, "idle-conns", 0, "measure daemon memory per idle connection with this `many` connections")
 	fs.StringVar(&o.PerfDir, "perf", "", "record the server of each run with perf record into `dir`")
+	fs.StringVar(&o.Syscalls, "syscalls", "", "count the server's system calls per operation with `method` auto, perf or strace (strace slows the server: its times are then meaningless)")
+	fs.StringVar(&o.ClearwaterPeer, "clearwater-peer", "", "socket `path` of another Clearwater-protocol daemon (the original, say) to measure beside ours as mode clearwater-peer")
 	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of a table")
 	fs.StringVar(&jsonFile, "json-file", "", "also write the report as JSON to `file`")
 	fs.Usage = func() {

@@ -77,6 +77,14 @@ type Options struct {
 	// PerfDir, when set, records each run's server process with
 	// perf record into this directory (perf must be installed).
 	PerfDir string
+	// Syscalls counts each run's server system calls with this method
+	// (SyscallsAuto, SyscallsPerf or SyscallsStrace; see syscalls.go);
+	// empty means not at all. Wake-ups are counted on every run.
+	Syscalls string
+	// ClearwaterPeer is the socket path of another Clearwater-protocol
+	// daemon (the original, say) to measure beside ours: the mode
+	// clearwater-peer runs the clearwater client against it.
+	ClearwaterPeer string
 	// Self is this program's path, started again with ServeFDPassArg and
 	// ServeSinkArg to run the fd-passing floor and the TCP sink as
 	// processes of their own; empty means os.Executable(). The program
@@ -140,6 +148,13 @@ type Result struct {
 	Ratio           float64 `json:"ratio_to_floor,omitempty"`
 	// Profile is the perf.data file recorded during the run, if any.
 	Profile string `json:"profile,omitempty"`
+	// WakeupsPerOp is the server's voluntary context switches (its
+	// threads going to sleep, so later woken) per operation; SyscallsPerOp
+	// its system calls per operation, when counted (SyscallMethod says
+	// how: "perf" or "strace"; under strace the run's times mean nothing).
+	WakeupsPerOp  float64 `json:"server_wakeups_per_op"`
+	SyscallsPerOp float64 `json:"server_syscalls_per_op,omitempty"`
+	SyscallMethod string  `json:"syscall_method,omitempty"`
 }
 
 // Report is everything one invocation measured.
@@ -186,7 +201,7 @@ func (r *Report) Errors() int {
 // cannot be completed; failed operations are counted in the report, not
 // returned as an error.
 func Run(ctx context.Context, o Options) (*Report, error) {
-	modes, err := selectModes(o.Modes)
+	modes, err := selectModes(o.Modes, &o)
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +227,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
+	}
+	if o.Syscalls, err = resolveSyscalls(o.Syscalls); err != nil {
+		return nil, err
 	}
 	maxClients := slices.Max(o.Clients)
 	maxHeld := 0
@@ -359,6 +377,8 @@ func summarize(results []Result) []Result {
 		s.ToolCPU = med(func(r *Result) float64 { return r.ToolCPU })
 		s.FloorThroughput = med(func(r *Result) float64 { return r.FloorThroughput })
 		s.Ratio = med(func(r *Result) float64 { return r.Ratio })
+		s.WakeupsPerOp = med(func(r *Result) float64 { return r.WakeupsPerOp })
+		s.SyscallsPerOp = med(func(r *Result) float64 { return r.SyscallsPerOp })
 		out = append(out, s)
 	}
 	return out
@@ -446,6 +466,7 @@ func (e *env) runOne(ctx context.Context, m *mode, n, held int) (*Result, error)
 	var (
 		phase     atomic.Int32
 		remaining atomic.Int64
+		completed atomic.Int64 // operations that succeeded, in any phase
 		wg        sync.WaitGroup
 	)
 	remaining.Store(int64(e.o.Requests))
@@ -475,6 +496,7 @@ func (e *env) runOne(ctx context.Context, m *mode, n, held int) (*Result, error)
 					time.Sleep(time.Millisecond) // do not spin on a dead server
 					continue
 				}
+				completed.Add(1)
 				if ph == phaseMeasure {
 					w.lat = append(w.lat, d)
 				}
@@ -502,7 +524,22 @@ func (e *env) runOne(ctx context.Context, m *mode, n, held int) (*Result, error)
 		}
 		perf = p
 	}
+	var count *syscallCount
+	if e.o.Syscalls != SyscallsOff && server.pid > 0 {
+		c, err := startSyscallCount(e.dir, fmt.Sprintf("%s-c%d-h%d", m.name, n, held), e.o.Syscalls, server.pid)
+		if err != nil {
+			phase.Store(phaseStop)
+			closeAll()
+			<-done
+			return nil, err
+		}
+		count = c
+	}
 	cpu0, _ := procCPU(server.pid)
+	wake0 := procWakeups(server.pid)
+	// The counter sees calls from its attaching on, warm-up included:
+	// divide by every operation completed while it was attached.
+	countedFrom := completed.Load()
 	tool0 := selfCPU()
 	start := time.Now()
 	phase.Store(phaseMeasure)
@@ -520,9 +557,21 @@ func (e *env) runOne(ctx context.Context, m *mode, n, held int) (*Result, error)
 	phase.Store(phaseStop)
 	elapsed := time.Since(start)
 	cpu1, _ := procCPU(server.pid)
+	wake1 := procWakeups(server.pid)
 	tool1 := selfCPU()
 	if perf != nil {
 		perf.stop()
+	}
+	var calls, countedOps int64
+	var countErr error
+	if count != nil {
+		countErr = count.pause()
+		countedOps = completed.Load() - countedFrom
+		if countErr == nil {
+			calls, countErr = count.result()
+		} else {
+			count.kill()
+		}
 	}
 	var stuck error
 	select {
@@ -561,6 +610,18 @@ func (e *env) runOne(ctx context.Context, m *mode, n, held int) (*Result, error)
 		}
 	}
 	res.ToolCPU = tool1 - tool0
+	if server.pid > 0 && res.Ops > 0 {
+		res.WakeupsPerOp = float64(wake1-wake0) / float64(res.Ops)
+	}
+	if count != nil {
+		if countErr != nil {
+			return res, errors.Join(stuck, fmt.Errorf("%s with %d clients: counting system calls: %w", m.name, n, countErr))
+		}
+		if countedOps > 0 {
+			res.SyscallsPerOp = float64(calls) / float64(countedOps)
+			res.SyscallMethod = count.method
+		}
+	}
 	return res, stuck
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -67,20 +68,25 @@ func TestDaemonConfigParses(t *testing.T) {
 }
 
 func TestSelectModes(t *testing.T) {
+	withoutPeer := slices.DeleteFunc(ModeNames(), func(n string) bool { return n == "clearwater-peer" })
 	tests := []struct {
 		in      []string
+		peer    string
 		want    []string
 		wantErr bool
 	}{
-		{nil, ModeNames(), false},
-		{[]string{"all"}, ModeNames(), false},
-		{[]string{"handoff"}, []string{"fdpass", "handoff"}, false},
-		{[]string{"clearwater", "connect"}, []string{"direct-connect", "connect", "clearwater"}, false},
-		{[]string{"direct-bind"}, []string{"direct-bind"}, false},
-		{[]string{"bogus"}, nil, true},
+		{nil, "", withoutPeer, false},
+		{[]string{"all"}, "", withoutPeer, false},
+		{[]string{"all"}, "/run/cw.sock", ModeNames(), false},
+		{[]string{"clearwater-peer"}, "/run/cw.sock", []string{"direct-connect", "clearwater-peer"}, false},
+		{[]string{"clearwater-peer"}, "", nil, true},
+		{[]string{"handoff"}, "", []string{"fdpass", "handoff"}, false},
+		{[]string{"clearwater", "connect"}, "", []string{"direct-connect", "connect", "clearwater"}, false},
+		{[]string{"direct-bind"}, "", []string{"direct-bind"}, false},
+		{[]string{"bogus"}, "", nil, true},
 	}
 	for _, tt := range tests {
-		ms, err := selectModes(tt.in)
+		ms, err := selectModes(tt.in, &Options{ClearwaterPeer: tt.peer})
 		if (err != nil) != tt.wantErr {
 			t.Errorf("selectModes(%q): error %v, want error %v", tt.in, err, tt.wantErr)
 			continue

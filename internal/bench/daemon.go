@@ -29,6 +29,7 @@ type env struct {
 	daemonDesc string
 	socket     string // native socket
 	cwSocket   string // Clearwater listener
+	peerPID    int    // the Clearwater-protocol daemon at Options.ClearwaterPeer
 
 	sink         *process // the TCP sink, a child process
 	sinkPort     int
@@ -76,6 +77,11 @@ func newEnv(ctx context.Context, o *Options, ms []*mode) (_ *env, err error) {
 	if uses&needDaemon != 0 {
 		if err := e.startDaemon(ctx, uses); err != nil {
 			return nil, err
+		}
+	}
+	if uses&needClearwaterPeer != 0 {
+		if e.peerPID, err = listenerPID(o.ClearwaterPeer, e.sinkAddr); err != nil {
+			return nil, fmt.Errorf("-clearwater-peer %s: %w", o.ClearwaterPeer, err)
 		}
 	}
 	if uses&needShared != 0 {
@@ -494,4 +500,40 @@ func startPerf(dir, name string, pid int) (*perfRecording, error) {
 func (p *perfRecording) stop() {
 	p.cmd.Process.Signal(syscall.SIGINT)
 	p.cmd.Wait()
+}
+
+// listenerPID returns the pid of the process listening on the UNIX stream
+// socket at path, from the credentials the kernel gives a connection to it
+// (those of the process that called listen), so that its CPU, wake-ups and
+// system calls can be counted like the daemon's. The connection then makes
+// a real request (req, the sink's address), so that a daemon that exits on
+// a bad request, as the original does, is not disturbed.
+func listenerPID(path, req string) (int, error) {
+	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(s)
+	if err := unix.Connect(s, &unix.SockaddrUnix{Name: path}); err != nil {
+		return 0, os.NewSyscallError("connect", err)
+	}
+	cred, err := unix.GetsockoptUcred(s, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return 0, os.NewSyscallError("getsockopt SO_PEERCRED", err)
+	}
+	if cred.Pid <= 0 {
+		return 0, errors.New("the kernel gave no pid for the listening process (another pid namespace?)")
+	}
+	if _, err := unix.Write(s, []byte(req)); err != nil {
+		return 0, os.NewSyscallError("send", err)
+	}
+	if err := setRecvTimeout(s); err != nil {
+		return 0, err
+	}
+	fd, _, err := recvOneFD(s)
+	if err != nil {
+		return 0, fmt.Errorf("no socket for %s (does the daemon allow 127.0.0.1?): %w", req, err)
+	}
+	unix.Close(fd)
+	return int(cred.Pid), nil
 }

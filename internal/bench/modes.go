@@ -36,6 +36,7 @@ const (
 	needClearwater
 	needFDPass
 	needShared
+	needClearwaterPeer
 )
 
 // modes in the order they run for each number of clients: each floor next
@@ -44,6 +45,7 @@ var modes = []*mode{
 	{name: "direct-connect", roundTrips: 0, uses: needSink, newClient: newDirectConnect},
 	{name: "connect", floor: "direct-connect", roundTrips: 1, uses: needSink | needDaemon, newClient: newConnect},
 	{name: "clearwater", floor: "direct-connect", roundTrips: 1, uses: needSink | needDaemon | needClearwater, newClient: newClearwater},
+	{name: "clearwater-peer", floor: "direct-connect", roundTrips: 1, uses: needSink | needClearwaterPeer, newClient: newClearwaterPeer},
 	{name: "fdpass", roundTrips: 1, uses: needFDPass, newClient: newFDPass},
 	{name: "handoff", floor: "fdpass", roundTrips: 1, uses: needDaemon | needShared, newClient: newHandoff},
 	{name: "handoff-release", floor: "fdpass", roundTrips: 2, uses: needDaemon | needShared, newClient: newHandoffRelease},
@@ -61,9 +63,18 @@ func ModeNames() []string {
 }
 
 // selectModes returns the named modes and their floors, in run order.
-func selectModes(names []string) ([]*mode, error) {
+// "all" leaves out the modes that need a server the caller names
+// (clearwater-peer) when none is named; asking for one by name without it
+// is an error.
+func selectModes(names []string, o *Options) ([]*mode, error) {
 	if len(names) == 0 || (len(names) == 1 && names[0] == "all") {
-		return modes, nil
+		var out []*mode
+		for _, m := range modes {
+			if m.uses&needClearwaterPeer == 0 || o.ClearwaterPeer != "" {
+				out = append(out, m)
+			}
+		}
+		return out, nil
 	}
 	want := map[string]bool{}
 	for _, n := range names {
@@ -78,6 +89,9 @@ func selectModes(names []string) ([]*mode, error) {
 		}
 		if !found {
 			return nil, fmt.Errorf("unknown mode %q: want all or some of %s", n, strings.Join(ModeNames(), ", "))
+		}
+		if n == "clearwater-peer" && o.ClearwaterPeer == "" {
+			return nil, errors.New("mode clearwater-peer measures the daemon given with -clearwater-peer PATH; give its socket")
 		}
 	}
 	var out []*mode
@@ -99,6 +113,8 @@ func (m *mode) server(e *env) serverInfo {
 	switch {
 	case m.uses&needDaemon != 0:
 		return serverInfo{"sockfactoryd", e.daemonPID}
+	case m.uses&needClearwaterPeer != 0:
+		return serverInfo{"clearwater-peer", e.peerPID}
 	case m.uses&needFDPass != 0 && e.fdpass != nil:
 		return serverInfo{"fdpass", e.fdpass.pid()}
 	}
@@ -228,7 +244,13 @@ func newPickup(e *env) (op, closer, error) {
 // newClearwater is a Clearwater client as the original C clients are
 // written: blocking calls, a new UNIX stream connection per request, one
 // send of "host:port", one recvmsg of 1 byte and one fd.
-func newClearwater(e *env) (op, closer, error) {
+func newClearwater(e *env) (op, closer, error) { return clearwaterClient(e, e.cwSocket) }
+
+// newClearwaterPeer is the same client against the Clearwater-protocol
+// daemon the caller named, which must allow 127.0.0.1.
+func newClearwaterPeer(e *env) (op, closer, error) { return clearwaterClient(e, e.o.ClearwaterPeer) }
+
+func clearwaterClient(e *env, path string) (op, closer, error) {
 	req := []byte(e.sinkAddr)
 	return setUp(func() error {
 		s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -239,7 +261,7 @@ func newClearwater(e *env) (op, closer, error) {
 		if err := setRecvTimeout(s); err != nil {
 			return err
 		}
-		if err := unix.Connect(s, &unix.SockaddrUnix{Name: e.cwSocket}); err != nil {
+		if err := unix.Connect(s, &unix.SockaddrUnix{Name: path}); err != nil {
 			return os.NewSyscallError("connect", err)
 		}
 		if _, err := unix.Write(s, req); err != nil {

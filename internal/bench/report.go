@@ -76,7 +76,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 // writeRows writes one table of results.
 func writeRows(w io.Writer, results []Result, rounds bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	head := "mode\tclients\theld\tops/s\tp50 µs\tp99 µs\tp99.9 µs\terrors\tserver CPU s\tCPU µs/op\tfloor\tvs floor\t"
+	head := "mode\tclients\theld\tops/s\tp50 µs\tp99 µs\tp99.9 µs\terrors\tserver CPU s\tCPU µs/op\twake-ups/op\tsyscalls/op\tfloor\tvs floor\t"
 	if rounds {
 		head = "round\t" + head
 	}
@@ -89,15 +89,22 @@ func writeRows(w io.Writer, results []Result, rounds bool) error {
 				ratio = fmt.Sprintf("%.0f%%", 100*res.Ratio)
 			}
 		}
-		cpu, perOp := "-", "-"
+		cpu, perOp, wake, calls := "-", "-", "-", "-"
 		if res.Server != "" {
 			cpu, perOp = fmt.Sprintf("%.2f", res.ServerCPU), fmt.Sprintf("%.1f", res.ServerCPUPerOp)
+			wake = fmt.Sprintf("%.2f", res.WakeupsPerOp)
+		}
+		if res.SyscallMethod != "" {
+			calls = fmt.Sprintf("%.1f", res.SyscallsPerOp)
+			if res.SyscallMethod == SyscallsStrace {
+				calls += " (strace)"
+			}
 		}
 		if rounds {
 			fmt.Fprintf(tw, "%d\t", res.Round)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%s\t%s\t%s\t%s\t\n",
-			res.Mode, res.Clients, res.Held, res.Throughput, res.P50, res.P99, res.P999, res.Errors, cpu, perOp, floor, ratio)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			res.Mode, res.Clients, res.Held, res.Throughput, res.P50, res.P99, res.P999, res.Errors, cpu, perOp, wake, calls, floor, ratio)
 	}
 	return tw.Flush()
 }
