@@ -20,7 +20,7 @@ type holding struct {
 
 // hold makes ref h's: a held reference on h's list.
 func (g *Registry) hold(ref *Ref, h *Holder) {
-	g.n.add(h.UID, false, 1)
+	g.count(ref, h.UID, false, 1)
 	ref.who = h
 	ref.pending = false
 	g.link(ref)

@@ -23,6 +23,7 @@ import (
 	"os"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -248,20 +249,25 @@ func (c *counts) add(uid uint32, pending bool, n int) {
 }
 
 // check reports ErrLimit when one more reference of the kind would pass l.
-func (c *counts) check(l Limits, uid uint32, pending bool) error {
+// Each refusal is counted in hits (see LimitHits).
+func (c *counts) check(l Limits, uid uint32, pending bool, hits *[4]atomic.Uint64) error {
 	if pending {
 		if l.Pending > 0 && c.pending >= l.Pending {
+			hits[hitPending].Add(1)
 			return fmt.Errorf("%w: %d pending tokens in all", ErrLimit, c.pending)
 		}
 		if l.PendingPerUID > 0 && c.pendingByUID[uid] >= l.PendingPerUID {
+			hits[hitPendingPerUID].Add(1)
 			return fmt.Errorf("%w: uid %d has %d pending tokens", ErrLimit, uid, c.pendingByUID[uid])
 		}
 		return nil
 	}
 	if l.Refs > 0 && c.held >= l.Refs {
+		hits[hitRefs].Add(1)
 		return fmt.Errorf("%w: %d socket references held in all", ErrLimit, c.held)
 	}
 	if l.RefsPerUID > 0 && c.heldByUID[uid] >= l.RefsPerUID {
+		hits[hitRefsPerUID].Add(1)
 		return fmt.Errorf("%w: uid %d holds %d socket references", ErrLimit, uid, c.heldByUID[uid])
 	}
 	return nil
@@ -278,6 +284,8 @@ type Registry struct {
 	closed bool
 	limits Limits
 	n      counts
+	// live mirrors n and the sockets' count by protocol, for Gauges.
+	live live
 	// protos are the (protocol, namespace) pairs of the cached sockets,
 	// indexed by socket.proto; a pair no socket uses any more is reused.
 	protos []kind
@@ -384,6 +392,7 @@ func (g *Registry) reset() {
 	g.lingering = make(map[*socket]*time.Timer)
 	g.opts = make(map[any]*optsEntry)
 	g.n = counts{heldByUID: map[uint32]int{}, pendingByUID: map[uint32]int{}}
+	g.live.zero()
 }
 
 // now is the time since g.epoch, at least 1 so that 0 can mean never.
@@ -496,7 +505,7 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 		}
 		s = g.lookup(r.Key) // dropping the last reference may have closed it
 	}
-	if err := g.n.check(g.limits, r.uid(), r.Pending); err != nil {
+	if err := g.n.check(g.limits, r.uid(), r.Pending, &g.live.hits); err != nil {
 		return nil, err
 	}
 	shared := s != nil && r.Key.Addr.Port() != 0
@@ -553,7 +562,7 @@ func (g *Registry) Acquire(r *Request) (*Grant, error) {
 		grant.lent = s
 	}
 	if r.Pending {
-		g.n.add(r.uid(), true, 1)
+		g.count(ref, r.uid(), true, 1)
 		p := pendingRef{expires: g.now() + int64(g.ttl)}
 		grant.Expires = g.time(p.expires)
 		p.timer = time.AfterFunc(g.ttl, func() { g.expire(ref) })
@@ -574,6 +583,7 @@ type kind struct {
 	proto, netns, name string
 	n                  int
 	gone               bool
+	class              uint8 // protoClass(proto)
 }
 
 // lookup returns the cached socket for k, or nil.
@@ -602,13 +612,13 @@ func (g *Registry) kindIndex(k Key) int {
 		}
 	}
 	if free >= 0 {
-		g.protos[free] = kind{proto: k.Proto, netns: k.Netns}
+		g.protos[free] = kind{proto: k.Proto, netns: k.Netns, class: protoClass(k.Proto)}
 		return free
 	}
 	if len(g.protos) > 255 {
 		return -1
 	}
-	g.protos = append(g.protos, kind{proto: k.Proto, netns: k.Netns})
+	g.protos = append(g.protos, kind{proto: k.Proto, netns: k.Netns, class: protoClass(k.Proto)})
 	return len(g.protos) - 1
 }
 
@@ -662,6 +672,7 @@ func (g *Registry) create(r *Request) (*socket, error) {
 	s := &socket{addr: local, fd: int32(fd), proto: uint8(proto), opts: g.internOpts(r.Options), created: g.now()}
 	g.sockets.insert(s)
 	g.protos[proto].n++
+	g.live.sockets[g.protos[proto].class].Add(1)
 	if g.store != nil {
 		g.store.Add(g.key(s), fd)
 	}
@@ -875,7 +886,7 @@ func (g *Registry) pickup(token string, h *Holder, allowed func(Key, string) boo
 	if g.now() > p.expires || !allowed(g.key(s), g.protos[s.proto].name) {
 		return nil, ErrNoToken
 	}
-	if err := g.n.check(g.limits, h.UID, false); err != nil {
+	if err := g.n.check(g.limits, h.UID, false, &g.live.hits); err != nil {
 		return nil, err
 	}
 	var dup *os.File
@@ -891,7 +902,7 @@ func (g *Registry) pickup(token string, h *Holder, allowed func(Key, string) boo
 	p.timer.Stop()
 	delete(g.pending, ref)
 	g.unpend(s)
-	g.n.add(uidOf(ref.who), true, -1)
+	g.count(ref, uidOf(ref.who), true, -1)
 	g.unlink(ref)
 	g.hold(ref, h)
 	grant := &Grant{Token: token, Key: g.key(s), File: dup, Shared: s.refs.next != nil, FD: fd, Reclaim: g.secret(ref.token).String()}
@@ -967,9 +978,9 @@ func (g *Registry) drop(ref *Ref) {
 			delete(g.pending, ref)
 			g.unpend(s)
 		}
-		g.n.add(uidOf(ref.who), true, -1)
+		g.count(ref, uidOf(ref.who), true, -1)
 	} else {
-		g.n.add(ref.who.UID, false, -1)
+		g.count(ref, ref.who.UID, false, -1)
 	}
 	if s.refs != nil {
 		return
@@ -1012,6 +1023,7 @@ func (g *Registry) closeSocket(s *socket) {
 		g.store.Remove(g.key(s))
 	}
 	g.protos[s.proto].n--
+	g.live.sockets[g.protos[s.proto].class].Add(-1)
 	g.releaseOpts(s.opts)
 	if l := g.lent[s]; l != nil {
 		l.closing = true // closed by the last Return

@@ -269,6 +269,7 @@ func (g *Registry) Restore(st *State, fds []int) ([]*Holder, error) {
 			g.protos[proto].name = ss.NetnsName
 		}
 		g.protos[proto].n++
+		g.live.sockets[g.protos[proto].class].Add(1)
 		for _, rs := range ss.Refs {
 			t, ok := parseToken(rs.Token)
 			if !ok || g.findToken(t) != nil {
@@ -295,7 +296,7 @@ func (g *Registry) Restore(st *State, fds []int) ([]*Holder, error) {
 			g.tokens.insert(ref)
 			if ref.pending {
 				ttl := max(rs.TTL, 0)
-				g.n.add(uidOf(ref.who), true, 1)
+				g.count(ref, uidOf(ref.who), true, 1)
 				p := pendingRef{expires: now + int64(ttl)}
 				p.timer = time.AfterFunc(ttl, func() { g.expire(ref) })
 				g.pending[ref] = p
@@ -457,7 +458,7 @@ func (g *Registry) Reclaim(token, secret string, h *Holder) (*Grant, error) {
 		return nil, ErrNoToken
 	}
 	g.unlink(ref)
-	g.n.add(ref.who.UID, false, -1)
+	g.count(ref, ref.who.UID, false, -1)
 	g.hold(ref, h)
 	g.changed()
 	s := ref.sock
