@@ -75,6 +75,10 @@ type Connector struct {
 	// MinAttempt is the least time one connect attempt gets when several
 	// addresses share the request's time budget; zero means 2 s.
 	MinAttempt time.Duration
+	// ObserveLookup, when set, is called once per name lookup Resolve
+	// makes, with its error (nil: addresses found) and how long it took:
+	// the metrics hook. It must be cheap and must not block.
+	ObserveLookup func(err error, took time.Duration)
 }
 
 // Options adjust the delivered socket.
@@ -119,6 +123,19 @@ func (c *Connector) ResolveWith(ctx context.Context, r Lookup, n Network, host s
 	if n.Family != 0 {
 		family = fmt.Sprintf("ip%d", n.Family)
 	}
+	var start time.Time
+	if c.ObserveLookup != nil {
+		start = time.Now()
+	}
+	out, err := lookup(ctx, r, family, n, host)
+	if c.ObserveLookup != nil {
+		c.ObserveLookup(err, time.Since(start))
+	}
+	return out, err
+}
+
+// lookup is ResolveWith's lookup and filter.
+func lookup(ctx context.Context, r Lookup, family string, n Network, host string) ([]netip.Addr, error) {
 	addrs, err := r.LookupNetIP(ctx, family, host)
 	if err != nil {
 		return nil, err
