@@ -270,7 +270,7 @@ int sf_open(sf_client *c, const char *path)
 	if (strlen(path) >= sizeof c->path)
 		return fail(c, SF_LOCAL, ENAMETOOLONG, "socket path longer than %zu bytes: %s", sizeof c->path - 1, path);
 	memcpy(c->path, path, strlen(path) + 1);
-	c->buf = malloc(SF_MAX_MESSAGE);
+	c->buf = malloc(2 * SF_MAX_MESSAGE); /* the reply, then the request */
 	if (c->buf == NULL)
 		return fail(c, SF_LOCAL, ENOMEM, "out of memory");
 	if (dial(c) != 0)
@@ -1236,12 +1236,13 @@ static int send_request(sf_client *c, const char *p, size_t len)
 	}
 }
 
-/* round_trip sends the request (in c->buf, len bytes) with id and reads
+/* round_trip sends the request (req, len bytes; not in c->buf, which
+ * receives the reply) with id and reads
  * its reply, checking it against what want expects. On success the
  * reply is in *rep and the descriptor, if the reply carries one, in
  * *fd (else -1). Returns 0, or -1 with the failure recorded and no
  * descriptor left open. */
-static int round_trip(sf_client *c, size_t len, uint64_t id, enum want want, int wait_ms,
+static int round_trip(sf_client *c, const char *req, size_t len, uint64_t id, enum want want, int wait_ms,
                       struct reply *rep, int *fd)
 {
 	int fds[RECV_FDS], nfds, kept, expect;
@@ -1250,7 +1251,7 @@ static int round_trip(sf_client *c, size_t len, uint64_t id, enum want want, int
 	sf_code code;
 
 	*fd = -1;
-	if (send_request(c, c->buf, len) != 0)
+	if (send_request(c, req, len) != 0)
 		return -1;
 	deadline = now_ms() + (wait_ms > c->reply_timeout_ms ? wait_ms : c->reply_timeout_ms);
 	n = recv_packet(c, fds, &nfds, deadline);
@@ -1296,15 +1297,16 @@ static int round_trip(sf_client *c, size_t len, uint64_t id, enum want want, int
 	return 0;
 }
 
-/* begin starts a request: checks the client and starts the writer on
- * c->buf with {"v":1,"id":ID,"op":"OP". */
-static int begin(sf_client *c, struct jw *w, const char *op, uint64_t *id)
+/* begin starts a request: checks the client and starts the writer with
+ * {"v":1,"id":ID,"op":"OP", in buf (size bytes) or, when buf is NULL,
+ * in the request half of c->buf. */
+static int begin_in(sf_client *c, struct jw *w, const char *op, uint64_t *id, char *buf, size_t size)
 {
 	if (!c->open || c->buf == NULL)
 		return fail(c, SF_LOCAL, EBADF, "the client is not open");
-	w->p = c->buf;
+	w->p = buf != NULL ? buf : c->buf + SF_MAX_MESSAGE;
 	w->len = 0;
-	w->cap = SF_MAX_MESSAGE;
+	w->cap = buf != NULL ? size : SF_MAX_MESSAGE;
 	w->over = 0;
 	*id = ++c->next_id;
 	if (*id == 0)
@@ -1314,6 +1316,11 @@ static int begin(sf_client *c, struct jw *w, const char *op, uint64_t *id)
 	jw_lit(w, ",\"op\":");
 	jw_str(w, op);
 	return 0;
+}
+
+static int begin(sf_client *c, struct jw *w, const char *op, uint64_t *id)
+{
+	return begin_in(c, w, op, id, NULL, 0);
 }
 
 static int finish(sf_client *c, struct jw *w)
@@ -1331,19 +1338,20 @@ static int bad_arg(sf_client *c, const char *what)
 
 static int do_hello(sf_client *c, const char *app)
 {
+	char req[1024]; /* hello runs inside dial, under another request */
 	struct jw w;
 	struct reply rep;
 	uint64_t id;
 	int fd;
 
-	if (begin(c, &w, "hello", &id) != 0)
+	if (begin_in(c, &w, "hello", &id, req, sizeof req) != 0)
 		return -1;
 	jw_lit(&w, ",\"hello\":{\"app\":");
 	jw_str(&w, app);
 	jw_lit(&w, "}");
 	if (finish(c, &w) != 0)
 		return -1;
-	return round_trip(c, w.len, id, WANT_OK, 0, &rep, &fd);
+	return round_trip(c, w.p, w.len, id, WANT_OK, 0, &rep, &fd);
 }
 
 int sf_hello(sf_client *c, const char *app)
@@ -1385,7 +1393,7 @@ int sf_connect_netns(sf_client *c, const char *network, const char *address,
 	jw_lit(&w, "}");
 	if (finish(c, &w) != 0)
 		return -1;
-	if (round_trip(c, w.len, id, WANT_CONNECT, timeout_ms > 0 ? timeout_ms + 5000 : 0, &rep, &fd) != 0)
+	if (round_trip(c, w.p, w.len, id, WANT_CONNECT, timeout_ms > 0 ? timeout_ms + 5000 : 0, &rep, &fd) != 0)
 		return -1;
 	return fd;
 }
@@ -1427,7 +1435,7 @@ static int bind_request(sf_client *c, const char *network, const char *address,
 	jw_lit(&w, "}");
 	if (finish(c, &w) != 0)
 		return -1;
-	if (round_trip(c, w.len, id, token_only ? WANT_BIND_TOKEN : WANT_BIND, 0, &rep, &fd) != 0)
+	if (round_trip(c, w.p, w.len, id, token_only ? WANT_BIND_TOKEN : WANT_BIND, 0, &rep, &fd) != 0)
 		return -1;
 	if (out != NULL)
 		*out = rep.bind;
@@ -1472,7 +1480,7 @@ static int token_request(sf_client *c, const char *op, const char *token,
 	jw_lit(&w, "}");
 	if (finish(c, &w) != 0)
 		return -1;
-	return round_trip(c, w.len, id, want, 0, rep, fd);
+	return round_trip(c, w.p, w.len, id, want, 0, rep, fd);
 }
 
 int sf_pickup(sf_client *c, const char *token, sf_binding *out)
@@ -1506,7 +1514,7 @@ int sf_status(sf_client *c, char *buf, size_t size)
 		return -1;
 	if (finish(c, &w) != 0)
 		return -1;
-	if (round_trip(c, w.len, id, WANT_STATUS, 0, &rep, &fd) != 0)
+	if (round_trip(c, w.p, w.len, id, WANT_STATUS, 0, &rep, &fd) != 0)
 		return -1;
 	if (buf != NULL) {
 		if (rep.status_len >= size)

@@ -130,7 +130,7 @@ typedef struct sf_client {
 	char message[SF_MESSAGE_SIZE];
 	char path[108];         /* sizeof(sun_path) */
 	char app[65];           /* the app name, declared again on reconnect */
-	char *buf;              /* SF_MAX_MESSAGE bytes, for replies */
+	char *buf;              /* 2 * SF_MAX_MESSAGE bytes: reply, request */
 } sf_client;
 
 /* Opens a client: connects to the daemon's socket at path, or, when path

@@ -36,7 +36,7 @@ static const char *t_name;
 		fprintf(stderr, "%s %s\n", t_failures == before_ ? "ok  " : "FAIL", #fn); \
 	} while (0)
 
-static int t_report(const char *prog)
+static inline int t_report(const char *prog)
 {
 	fprintf(stderr, "%s: %d tests, %d checks, %d failed checks in %d tests\n",
 	        prog, t_tests, t_checks, t_failures, t_failed_tests);
@@ -46,7 +46,7 @@ static int t_report(const char *prog)
 /* fd_count counts this process's open descriptors, the one used to
  * count excluded. Under valgrind /proc/self/fd also lists valgrind's
  * own (above its reserved limit): they are counted only below 1024. */
-static int fd_count(void)
+static inline int fd_count(void)
 {
 	DIR *d = opendir("/proc/self/fd");
 	struct dirent *e;
@@ -65,13 +65,13 @@ static int fd_count(void)
 	return n;
 }
 
-static int is_cloexec(int fd)
+static inline int is_cloexec(int fd)
 {
 	int f = fcntl(fd, F_GETFD);
 	return f >= 0 && (f & FD_CLOEXEC) != 0;
 }
 
-static int is_nonblocking(int fd)
+static inline int is_nonblocking(int fd)
 {
 	int f = fcntl(fd, F_GETFL);
 	return f >= 0 && (f & O_NONBLOCK) != 0;
