@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/user"
@@ -123,6 +124,10 @@ type Config struct {
 	Policy *policy.Policy
 	// Clearwater lists the Clearwater-compatible listeners.
 	Clearwater []Clearwater
+	// MetricsListen is where Prometheus metrics are served ([metrics]
+	// listen): a TCP ip:port, or an absolute path for a UNIX socket; ""
+	// serves none (see docs/metrics.md).
+	MetricsListen string
 	// Source names where the configuration came from, for logs.
 	Source string
 }
@@ -246,6 +251,9 @@ type file struct {
 		TokensPerUID      *int    `toml:"tokens_per_uid"`
 		IdleTimeout       *string `toml:"idle_timeout"`
 	} `toml:"limits"`
+	Metrics struct {
+		Listen string `toml:"listen"`
+	} `toml:"metrics"`
 	Rules      []ruleFile       `toml:"rule"`
 	Clearwater []clearwaterFile `toml:"clearwater"`
 }
@@ -585,7 +593,46 @@ func Parse(name string, data []byte) (*Config, error) {
 			return nil, err
 		}
 	}
+	if l := f.Metrics.Listen; l != "" {
+		if err := c.checkMetricsListen(l); err != nil {
+			return nil, p.errAtValue("listen", l, "[metrics] listen: %v", err)
+		}
+		c.MetricsListen = l
+	}
 	return c, nil
+}
+
+// checkMetricsListen validates a [metrics] listen value: a numeric
+// ip:port with a port, or an absolute path no other socket of c uses.
+func (c *Config) checkMetricsListen(l string) error {
+	if strings.HasPrefix(l, "/") {
+		if filepath.Clean(l) != l || strings.HasSuffix(l, "/") {
+			return fmt.Errorf("%q: write the socket's path plainly, such as \"/run/sockfactory/metrics.sock\"", l)
+		}
+		if l == c.Socket {
+			return fmt.Errorf("%q is also the native socket: choose another path", l)
+		}
+		for _, cw := range c.Clearwater {
+			if cw.Socket == l {
+				return fmt.Errorf("%q is also a clearwater socket: choose another path", l)
+			}
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(l)
+	if err != nil {
+		return fmt.Errorf("%q: want a TCP address such as \"127.0.0.1:9477\" or \"[::1]:9477\", or an absolute path for a UNIX socket", l)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("%q: host %q must be a numeric IP address (names are not resolved), such as 127.0.0.1, or empty for every address", l, host)
+		}
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return fmt.Errorf("%q: port %q must be a number from 1 to 65535 (Prometheus must know it: 0 would pick one at random)", l, port)
+	}
+	return nil
 }
 
 // clearwater validates one [[clearwater]] table and adds it to c.
