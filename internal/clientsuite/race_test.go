@@ -1,0 +1,5 @@
+//go:build race
+
+package clientsuite
+
+func init() { raceEnabled = true }
