@@ -32,10 +32,13 @@ import (
 	"github.com/sockfactory/sockfactory/internal/config"
 	"github.com/sockfactory/sockfactory/internal/connector"
 	"github.com/sockfactory/sockfactory/internal/handover"
+	"github.com/sockfactory/sockfactory/internal/metrics"
 	"github.com/sockfactory/sockfactory/internal/netns"
+	"github.com/sockfactory/sockfactory/internal/policy"
 	"github.com/sockfactory/sockfactory/internal/registry"
 	"github.com/sockfactory/sockfactory/internal/server"
 	"github.com/sockfactory/sockfactory/internal/version"
+	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
 // Options configure Run.
@@ -102,7 +105,11 @@ type Daemon struct {
 	notify *notifier
 	store  *fdStore // nil unless systemd's fd store is used
 	netns  *netns.Manager
-	failed chan error
+	// metrics and msrv count and serve Prometheus metrics; nil when
+	// [metrics] listen is not set.
+	metrics *metrics.Metrics
+	msrv    *metrics.Server
+	failed  chan error
 	// handed is closed once a live upgrade has committed: the next
 	// daemon serves, and Run returns.
 	handed chan struct{}
@@ -245,6 +252,13 @@ func (d *Daemon) openStoreAfter(stale []string, stored bool) error {
 func (d *Daemon) build() {
 	cfg := d.cfg
 	conn := &connector.Connector{Resolver: connector.NewResolver(cfg.ResolverServers), MinAttempt: cfg.MinAttempt}
+	var observe func(wire.Code, time.Duration) // the Clearwater listeners'
+	if cfg.MetricsListen != "" {
+		d.metrics = metrics.New(metrics.Options{Version: version.Version})
+		d.metrics.SetRules(ruleNames(cfg.Policy))
+		conn.ObserveLookup = d.metrics.ObserveLookup
+		observe = d.metrics.Clearwater
+	}
 	d.failed = make(chan error, 1+len(cfg.Clearwater))
 	var reg atomic.Pointer[registry.Registry] // set below, read by the namespaces' janitor
 	namespaces := d.namespaces(&reg)
@@ -259,6 +273,7 @@ func (d *Daemon) build() {
 		Reload:         d.reload,
 		Upgrade:        d.upgradeRequest,
 		Limits:         serverLimits(cfg),
+		Metrics:        d.metrics,
 	})
 	reg.Store(d.srv.Registry())
 	for _, c := range cfg.Clearwater {
@@ -277,6 +292,7 @@ func (d *Daemon) build() {
 			Connector:      conn,
 			Netns:          c.Netns,
 			Namespaces:     namespaces,
+			Observe:        observe,
 		}))
 	}
 }
@@ -348,6 +364,12 @@ func (d *Daemon) serve() {
 // watchdog and status reports.
 func (d *Daemon) ready() {
 	d.watchNamespaces()
+	if d.metrics != nil {
+		d.msrv = metrics.NewServer(d.metrics, d.cfg.MetricsListen, d.log)
+		// In a live upgrade the previous daemon holds a TCP address
+		// until it has committed: retried until it is free.
+		d.msrv.Start(d.ctx, 100*time.Millisecond)
+	}
 	d.notify.ready()
 	d.statusNow()
 	d.loops.Add(2)
@@ -464,6 +486,9 @@ func (d *Daemon) stop() {
 		return
 	}
 	d.notify.stopping()
+	if d.msrv != nil {
+		d.msrv.Stopping() // /healthz fails from now on; /metrics serves to the end
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), max(d.cfg.StopTimeout, time.Millisecond))
 	defer cancel()
 	// Pausing lets every session finish what it has in flight and send
@@ -487,8 +512,30 @@ func (d *Daemon) stop() {
 	if d.netns != nil {
 		d.netns.Close()
 	}
+	d.closeMetrics(true)
 	d.cancel()
 	d.loops.Wait()
+}
+
+// closeMetrics stops serving metrics; unlink removes a UNIX socket's file,
+// which after a live upgrade is the next daemon's.
+func (d *Daemon) closeMetrics(unlink bool) {
+	if d.msrv != nil {
+		d.msrv.Close(unlink)
+		d.msrv.Wait()
+	}
+}
+
+// ruleNames are the names of p's rules, which denials are counted by.
+func ruleNames(p *policy.Policy) []string {
+	if p == nil {
+		return nil
+	}
+	out := make([]string, len(p.Rules))
+	for i := range p.Rules {
+		out[i] = p.Rules[i].Name
+	}
+	return out
 }
 
 // reload re-reads the configuration on SIGHUP: the native policy is
@@ -501,6 +548,9 @@ func (d *Daemon) reload() error {
 	d.notify.reloading()
 	defer d.notify.ready()
 	c, err := d.o.Load()
+	if d.metrics != nil {
+		d.metrics.Reloaded(err)
+	}
 	if err != nil {
 		d.log.Error("reload failed; keeping the running configuration", "err", err)
 		for _, l := range d.cw {
@@ -510,6 +560,9 @@ func (d *Daemon) reload() error {
 	}
 	d.srv.SetPolicy(c.Policy)
 	d.srv.SetLimits(serverLimits(c))
+	if d.metrics != nil {
+		d.metrics.SetRules(ruleNames(c.Policy))
+	}
 	for i, l := range d.cw {
 		old := d.cfg.Clearwater[i]
 		for _, nc := range c.Clearwater {
@@ -566,6 +619,7 @@ func restartNeeded(old, c *config.Config) []string {
 	check("bind.reclaim_grace", old.ReclaimGrace != c.ReclaimGrace)
 	check("daemon.upgrade_timeout", old.UpgradeTimeout != c.UpgradeTimeout)
 	check("daemon.stop_timeout", old.StopTimeout != c.StopTimeout)
+	check("metrics.listen", old.MetricsListen != c.MetricsListen)
 	check("daemon.fd_store", (old.FDStore == nil) != (c.FDStore == nil) || (old.FDStore != nil && *old.FDStore != *c.FDStore))
 	if len(old.Clearwater) != len(c.Clearwater) {
 		out = append(out, "clearwater listeners (added or removed)")

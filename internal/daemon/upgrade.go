@@ -175,6 +175,8 @@ func (d *Daemon) upgrade(ctx context.Context) error {
 	}
 	d.cancel() // the watchdog and status reports are the new daemon's
 	d.srv.Commit()
+	// The new daemon serves the metrics, at the same address.
+	d.closeMetrics(false)
 	close(d.handed) // signals are the new daemon's from here on
 	drain, stop := context.WithTimeout(context.Background(), d.drainTimeout())
 	defer stop()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sockfactory/sockfactory/internal/broker"
 	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/metrics"
 	"github.com/sockfactory/sockfactory/internal/netns"
 	"github.com/sockfactory/sockfactory/internal/wire"
 )
@@ -16,8 +17,37 @@ import (
 // handle serves one decoded request and returns its reply and, on success,
 // the descriptor that goes with it (the caller sends it, then closes or
 // returns it). wait, if set, is called before a connect waits (see
-// connector.Options.Wait).
+// connector.Options.Wait). With metrics on, it counts the request and
+// its duration (to the reply, not its sending).
 func (ss *session) handle(req *wire.Request, wait func()) (*wire.Reply, handout) {
+	m := ss.s.metrics
+	if m == nil {
+		return ss.dispatch(req, wait)
+	}
+	start := time.Now()
+	rep, out := ss.dispatch(req, wait)
+	var code wire.Code
+	if rep.Error != nil {
+		code = rep.Error.Code
+		if code == wire.CodeDenied && !audited(req.Op) {
+			m.Denial("") // the audited ops' denials are counted with their rule, by auditErr
+		}
+	}
+	m.Request(metrics.Native, req.Op, code, time.Since(start))
+	return rep, out
+}
+
+// audited reports the ops whose failures go through auditErr.
+func audited(op wire.Op) bool {
+	switch op {
+	case wire.OpConnect, wire.OpBind, wire.OpPickup, wire.OpReclaim, wire.OpRelease:
+		return true
+	}
+	return false
+}
+
+// dispatch serves one decoded request: handle without the counting.
+func (ss *session) dispatch(req *wire.Request, wait func()) (*wire.Reply, handout) {
 	rep := &wire.Reply{V: wire.Version, ID: req.ID}
 	switch req.Op {
 	case wire.OpConnect:
@@ -200,6 +230,9 @@ func (ss *session) auditErr(a []slog.Attr, rule string, err error) {
 	level, msg := slog.LevelInfo, "fail"
 	if we.Code == wire.CodeDenied {
 		level, msg = slog.LevelWarn, "deny"
+		if m := ss.s.metrics; m != nil {
+			m.Denial(rule)
+		}
 	}
 	ss.log.LogAttrs(context.Background(), level, msg, a...)
 }

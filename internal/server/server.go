@@ -24,6 +24,7 @@ import (
 
 	"github.com/sockfactory/sockfactory/internal/broker"
 	"github.com/sockfactory/sockfactory/internal/connector"
+	"github.com/sockfactory/sockfactory/internal/metrics"
 	"github.com/sockfactory/sockfactory/internal/policy"
 	"github.com/sockfactory/sockfactory/internal/registry"
 	"github.com/sockfactory/sockfactory/internal/wire"
@@ -62,6 +63,10 @@ type Options struct {
 	// WriteTimeout bounds sending one reply to a client that does not read;
 	// zero means 10 s. A client that stalls a reply this long is dropped.
 	WriteTimeout time.Duration
+	// Metrics counts requests, denials and limit hits, and is shown the
+	// registry and the connection count; nil counts nothing (and costs
+	// nothing).
+	Metrics *metrics.Metrics
 }
 
 // Limits bound what clients can make the server hold. Zero means no limit.
@@ -92,6 +97,8 @@ type Server struct {
 	idle         atomic.Int64   // limits.IdleTimeout, read on every request without mu
 	perUID       map[uint32]int // sessions admitted, by uid; guarded by mu
 	reload       func() error
+	metrics      *metrics.Metrics // nil: off
+	nsessions    atomic.Int64     // len(sessions), for metrics without mu
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -131,6 +138,7 @@ func New(o Options) *Server {
 		listeners:    make(map[*net.UnixListener]struct{}),
 		sessions:     make(map[*session]struct{}),
 		upgrade:      o.Upgrade,
+		metrics:      o.Metrics,
 	}
 	s.cond = sync.NewCond(&s.mu)
 	if s.log == nil {
@@ -155,6 +163,10 @@ func New(o Options) *Server {
 	s.registry = registry.New(ttl)
 	s.registry.SetLimits(o.Limits.Registry)
 	s.idle.Store(int64(o.Limits.IdleTimeout))
+	if m := s.metrics; m != nil {
+		m.Watch(s.registry)
+		m.SetConns(metrics.Native, func() int { return int(s.nsessions.Load()) })
+	}
 	p := o.Policy
 	if p == nil {
 		p = &policy.Policy{}
@@ -282,6 +294,7 @@ func (s *Server) serveSession(ss *session) {
 		return
 	}
 	s.sessions[ss] = struct{}{}
+	s.nsessions.Add(1)
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
@@ -289,6 +302,7 @@ func (s *Server) serveSession(ss *session) {
 		ss.run()
 		s.mu.Lock()
 		delete(s.sessions, ss)
+		s.nsessions.Add(-1)
 		s.cond.Broadcast()
 		s.mu.Unlock()
 	}()
@@ -302,13 +316,22 @@ func (s *Server) admit(ss *session) error {
 	uid := ss.caller.UID
 	l := s.limits
 	if l.MaxConns > 0 && len(s.sessions) > l.MaxConns {
+		s.limitHit(metrics.LimitConnections)
 		return wire.Errorf(wire.CodeLimitExceeded, "the daemon serves at most %d connections; try again later", l.MaxConns)
 	}
 	if l.MaxConnsPerUID > 0 && s.perUID[uid] >= l.MaxConnsPerUID {
+		s.limitHit(metrics.LimitConnectionsPerUID)
 		return wire.Errorf(wire.CodeLimitExceeded, "uid %d already has %d connections, the most allowed; close some", uid, s.perUID[uid])
 	}
 	s.perUID[uid]++
 	return nil
+}
+
+// limitHit counts a refusal by one of the server's limits.
+func (s *Server) limitHit(l metrics.Limit) {
+	if s.metrics != nil {
+		s.metrics.LimitHit(l)
+	}
 }
 
 func (s *Server) leave(ss *session) {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockfactory/sockfactory/internal/metrics"
 	"github.com/sockfactory/sockfactory/internal/peer"
 	"github.com/sockfactory/sockfactory/internal/policy"
 	"github.com/sockfactory/sockfactory/internal/registry"
@@ -204,6 +205,7 @@ func (ss *session) readLoop() bool {
 		default:
 			e := wire.Errorf(wire.CodeLimitExceeded, "more than %d requests in flight on this connection; wait for replies", cap(ss.slots))
 			e.Unseen = true
+			ss.s.limitHit(metrics.LimitInFlight)
 			ss.fail(req, e)
 			continue
 		}
@@ -336,6 +338,16 @@ func (ss *session) fail(req *wire.Request, e error) {
 		id = req.ID
 	}
 	we := toWire(e)
+	if m := ss.s.metrics; m != nil {
+		var op wire.Op // "" counts as invalid
+		if req != nil {
+			op = req.Op
+		}
+		m.Refused(op, we.Code)
+		if we.Code == wire.CodeDenied {
+			m.Denial("")
+		}
+	}
 	ss.log.Info("request refused", "id", id, "code", we.Code, "err", we.Message)
 	ss.reply(&wire.Reply{V: wire.Version, ID: id, Error: we}, handout{})
 }
