@@ -437,7 +437,9 @@ static void test_fds(int iters)
 			for (k = 0; k < u.n; k++)
 				if (strcmp(u.m[k].name, "fds") == 0)
 					announced = atoi(u.m[k].value);
-			if (!valid || announced != nfds || announced > SF_MAX_FDS)
+			if (n == 0 && nfds == 0)
+				want = SF_UNAVAILABLE; /* an empty packet is end of file */
+			else if (!valid || announced != nfds || announced > SF_MAX_FDS)
 				want = SF_PROTOCOL;
 			else if (t->code != SF_OK)
 				want = t->code; /* an error: its descriptors are closed */
