@@ -6,15 +6,17 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
 
 import sockfactory
-from conftest import PYDIR, count_fds, require_root, wait_for
+from conftest import PYDIR, count_fds, need, require_root, wait_for
 
 
 def exchange(s: socket.socket, data: bytes) -> bytes:
@@ -57,7 +59,7 @@ def test_connect_ipv6(client):
         try:
             srv.bind(("::1", 0))
         except OSError as e:
-            pytest.skip("no IPv6 loopback here: %s" % e)
+            need(False, "no IPv6 loopback here (%s): enable IPv6 on lo" % e)
         srv.listen()
         port = srv.getsockname()[1]
         for host in ("::1", "[::1]"):
@@ -175,23 +177,54 @@ def test_default_socket_path_rules(monkeypatch, tmp_path):
         assert sockfactory.default_socket_path() == sockfactory.SYSTEM_SOCKET
 
 
-def test_default_socket_path_user_socket(monkeypatch, tmp_path):
-    """A non-root client finds its own per-user daemon, but not one in a
-    directory others may write."""
-    if os.geteuid() == 0 or os.path.exists(sockfactory.SYSTEM_SOCKET):
-        pytest.skip("only for a non-root user on a host without a system daemon")
-    monkeypatch.delenv("SOCKFACTORY_SOCKET", raising=False)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    d = tmp_path / "sockfactory"
-    d.mkdir(mode=0o700)
+_USER_SOCKET_CHECK = textwrap.dedent(
+    """
+    import os, socket, sys
+    sys.path.insert(0, %r)
+    import sockfactory
+    runtime = sys.argv[1]
+    os.environ.pop("SOCKFACTORY_SOCKET", None)
+    os.environ["XDG_RUNTIME_DIR"] = runtime
+    d = os.path.join(runtime, "sockfactory")
+    os.mkdir(d, 0o700)
+    path = os.path.join(d, "sockfactory.sock")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.bind(path)
+    got = [sockfactory.default_socket_path()]
+    os.chmod(d, 0o777)  # others could have planted the socket: not trusted
+    got.append(sockfactory.default_socket_path())
+    s.close()
+    print(got[0] == path, got[1] == sockfactory.SYSTEM_SOCKET)
+    """
+)
+
+
+def test_default_socket_path_user_socket():
+    """A non-root client finds its own per-user daemon's socket, but not
+    one in a directory others may write (run as uid 65534 when root)."""
+    if os.path.exists(sockfactory.SYSTEM_SOCKET):
+        pytest.skip("a system daemon's socket exists here: it wins over the per-user one")
+    top = tempfile.mkdtemp(prefix="sockfactory-pytest-")
+    os.chmod(top, 0o755)  # reachable for uid 65534
+    runtime = os.path.join(top, "runtime")
+    os.mkdir(runtime, 0o700)
+    kw = {}
+    if os.geteuid() == 0:
+        os.chown(runtime, 65534, 65534)
+        kw = dict(user=65534, group=65534, extra_groups=[])
     try:
-        s.bind(str(d / "sockfactory.sock"))
-        assert sockfactory.default_socket_path() == str(d / "sockfactory.sock")
-        os.chmod(d, 0o777)
-        assert sockfactory.default_socket_path() == sockfactory.SYSTEM_SOCKET
+        r = subprocess.run(
+            [sys.executable, "-c", _USER_SOCKET_CHECK % PYDIR, runtime],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd="/",
+            timeout=60,
+            **kw,
+        )
     finally:
-        s.close()
+        shutil.rmtree(top, ignore_errors=True)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().split() == ["True", "True"]
 
 
 def test_fd_count_stable_over_many_connects(client, echo_server):
