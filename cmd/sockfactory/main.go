@@ -80,6 +80,10 @@ type cli struct {
 	stdout, stderr io.Writer
 	socket         string
 	exec           execOptions
+	// helpSocket is the default socket help names; empty:
+	// sockfactory.DefaultSocketPath(), which depends on the user and on
+	// what exists. The manual page names the system daemon's.
+	helpSocket string
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -115,12 +119,16 @@ func errorLine(err error) string {
 }
 
 func (c *cli) root() *cobra.Command {
+	defaultSocket := c.helpSocket
+	if defaultSocket == "" {
+		defaultSocket = sockfactory.DefaultSocketPath()
+	}
 	root := &cobra.Command{
 		Use:   "sockfactory",
 		Short: "Get sockets from sockfactoryd",
 		Long: "sockfactory asks sockfactoryd for sockets this user may not create itself: a connection\n" +
 			"relayed on stdin/stdout (connect), or bound sockets handed to a program (exec).\n\n" +
-			"The daemon's socket is --socket, else $SOCKFACTORY_SOCKET, else " + sockfactory.DefaultSocketPath() + ".\n" +
+			"The daemon's socket is --socket, else $SOCKFACTORY_SOCKET, else " + defaultSocket + ".\n" +
 			"Exit status: 0 success, 1 the daemon or the system refused, 2 a usage error;\n" +
 			"exec exits with its program's status.",
 		Version: version.Version,
@@ -143,11 +151,12 @@ func (c *cli) root() *cobra.Command {
 		return &exitError{exitUsage, err, true}
 	})
 	root.PersistentFlags().StringVar(&c.socket, "socket", "",
-		"daemon socket `PATH` (default $SOCKFACTORY_SOCKET, else "+sockfactory.DefaultSocketPath()+")")
-	root.AddCommand(c.connectCmd(), c.execCmd(), c.statusCmd(), c.releaseCmd(), c.reloadCmd(), c.upgradeCmd(), c.versionCmd())
+		"daemon socket `PATH` (default $SOCKFACTORY_SOCKET, else "+defaultSocket+")")
+	root.AddCommand(c.connectCmd(), c.execCmd(), c.statusCmd(), c.releaseCmd(), c.reloadCmd(), c.upgradeCmd(), c.versionCmd(), c.manCmd())
 	root.InitDefaultVersionFlag()
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
+	completions(root)
 	var initHelp func(*cobra.Command)
 	initHelp = func(cmd *cobra.Command) {
 		cmd.InitDefaultHelpFlag()

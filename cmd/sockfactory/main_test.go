@@ -49,6 +49,9 @@ func TestRun(t *testing.T) {
 		{"exec bad reuseaddr", []string{"exec", "--reuseaddr=maybe", "--listen", "tcp://:1", "true"}, 2, "", `invalid argument "maybe" for "--reuseaddr"`},
 		{"exec with no daemon", []string{"exec", "--socket", missing, "--listen", "tcp://:1", "true"}, 1, "", noDaemon},
 		{"completion", []string{"completion", "bash"}, 0, "bash completion", ""},
+		{"man page", []string{"__man"}, 0, ".TH \"SOCKFACTORY\" 1", ""},
+		{"man page with an argument", []string{"__man", "x"}, 2, "", "sockfactory: __man takes no arguments"},
+		{"completing a flag's value", []string{"__complete", "connect", "--network", ""}, 0, "tcp6\n", "ShellCompDirectiveNoFileComp"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,6 +61,9 @@ func TestRun(t *testing.T) {
 			if code != tc.code || !strings.Contains(out.String(), tc.inStdout) || !stderrOK {
 				t.Fatalf("sockfactory %q: exit %d, stdout %q, stderr %q; want exit %d, stdout containing %q, stderr containing %q",
 					tc.args, code, out.String(), errOut.String(), tc.code, tc.inStdout, tc.inStderr)
+			}
+			if tc.name == "help" && strings.Contains(out.String(), "__man") {
+				t.Errorf("help lists the hidden __man: %q", out.String())
 			}
 			if strings.Contains(errOut.String(), "sockfactory: sockfactory") {
 				t.Errorf("stderr %q repeats the prefix", errOut.String())

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sockfactory/sockfactory/internal/cliflags"
 	"github.com/sockfactory/sockfactory/internal/config"
 	"github.com/sockfactory/sockfactory/internal/daemon"
 	"github.com/sockfactory/sockfactory/internal/logbuf"
@@ -42,6 +43,41 @@ type flags struct {
 // result means exit with the code.
 func parseFlags(args []string, stdout, stderr io.Writer) (*flags, int) {
 	f := &flags{}
+	fs := f.flagSet()
+	fs.Usage = func() {} // written below, to the right stream
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: sockfactoryd [flags]\n\nCreates sockets for other processes and hands them over a UNIX socket.\n"+
+			"Its socket is -socket, else the configuration's socket, else $%s,\n"+
+			"else %s as root, else $XDG_RUNTIME_DIR/sockfactory/sockfactory.sock\n"+
+			"or, without XDG_RUNTIME_DIR, /tmp/sockfactory-UID/sockfactory.sock.\n"+
+			"Default socket for this user now: %s\n\n"+
+			"Drop-in for the Clearwater socket factory:\n  sockfactoryd -clearwater-socket /tmp/clearwater_management_namespace_socket -allowed-hosts sas.example.net\n\n"+
+			"Flags (-flag and --flag are the same):\n",
+			paths.EnvSocket, paths.SystemSocket, paths.DaemonSocket())
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		usage(stdout)
+		return nil, 0
+	} else if err != nil {
+		fmt.Fprintf(stderr, "sockfactoryd: %v\n\n", err)
+		usage(stderr)
+		return nil, 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sockfactoryd: unexpected argument %q: sockfactoryd takes only flags\n\n", fs.Arg(0))
+		usage(stderr)
+		return nil, 2
+	}
+	return f, -1
+}
+
+// flagSet returns the command line's flags, which write into f: the set
+// parseFlags parses, and the one the manual page lists (sockfactoryd
+// __man, contrib/man/sockfactoryd.8).
+func (f *flags) flagSet() *flag.FlagSet {
 	fs := flag.NewFlagSet("sockfactoryd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors and help are written below, each to its stream
 	fs.StringVar(&f.configPath, "config", "", "TOML configuration `file` (default: built-in: root and this user may connect to loopback)")
@@ -93,34 +129,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*flags, int) {
 		cw.SocketMode = os.FileMode(m)
 		return nil
 	})
-	fs.Usage = func() {} // written below, to the right stream
-	usage := func(w io.Writer) {
-		fmt.Fprintf(w, "Usage: sockfactoryd [flags]\n\nCreates sockets for other processes and hands them over a UNIX socket.\n"+
-			"Its socket is -socket, else the configuration's socket, else $%s,\n"+
-			"else %s as root, else $XDG_RUNTIME_DIR/sockfactory/sockfactory.sock\n"+
-			"or, without XDG_RUNTIME_DIR, /tmp/sockfactory-UID/sockfactory.sock.\n"+
-			"Default socket for this user now: %s\n\n"+
-			"Drop-in for the Clearwater socket factory:\n  sockfactoryd -clearwater-socket /tmp/clearwater_management_namespace_socket -allowed-hosts sas.example.net\n\n"+
-			"Flags (-flag and --flag are the same):\n",
-			paths.EnvSocket, paths.SystemSocket, paths.DaemonSocket())
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
-	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
-		usage(stdout)
-		return nil, 0
-	} else if err != nil {
-		fmt.Fprintf(stderr, "sockfactoryd: %v\n\n", err)
-		usage(stderr)
-		return nil, 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sockfactoryd: unexpected argument %q: sockfactoryd takes only flags\n\n", fs.Arg(0))
-		usage(stderr)
-		return nil, 2
-	}
-	return f, -1
+	return fs
 }
 
 // load builds the configuration: the file (or the built-in default) with
@@ -164,6 +173,13 @@ func (f *flags) load() (*config.Config, error) {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && args[0] == manArg {
+		if err := manPage((&flags{}).flagSet()).WriteRoff(stdout); err != nil {
+			fmt.Fprintln(stderr, "sockfactoryd:", err)
+			return 1
+		}
+		return 0
+	}
 	f, code := parseFlags(args, stdout, stderr)
 	if f == nil {
 		return code
@@ -244,4 +260,62 @@ func newLogger(w *logbuf.Writer, c *config.Config) *slog.Logger {
 		h = slog.NewJSONHandler(w, opts)
 	}
 	return slog.New(logbuf.NewHandler(h, w, slog.LevelWarn))
+}
+
+// manArg, as the only argument, prints the manual page (roff) instead of
+// running: contrib/man/sockfactoryd.8 is its output. Hidden, and no
+// command line can mean anything else by it: the daemon takes no
+// arguments.
+const manArg = "__man"
+
+// manPage is sockfactoryd(8), its options the flags of fs.
+func manPage(fs *flag.FlagSet) *cliflags.Page {
+	return &cliflags.Page{
+		Name:    "sockfactoryd",
+		Section: "8",
+		Manual:  "System Administration",
+		Source:  "sockfactory",
+		Summary: "create sockets for other processes and hand them over a UNIX socket",
+		Synopsis: []string{
+			"sockfactoryd [-config FILE] [-socket PATH] [flags]",
+			"sockfactoryd -check-config FILE",
+		},
+		Description: "sockfactoryd creates sockets on behalf of processes that may not create them themselves " +
+			"(a process in the wrong network namespace, or without privilege) and hands them over its UNIX " +
+			"socket as file descriptors. Every request is checked against a policy keyed by the caller's " +
+			"kernel-reported uid and groups: the rules of the TOML file given with -config (docs/configuration.md " +
+			"in the source), or a built-in default that lets root and the daemon's own user connect to and bind " +
+			"loopback addresses.\n\n" +
+			"Its socket is -socket, else the configuration's socket, else $" + paths.EnvSocket + ", else " +
+			paths.SystemSocket + " as root, else $XDG_RUNTIME_DIR/sockfactory/sockfactory.sock or " +
+			"/tmp/sockfactory-UID/sockfactory.sock. sockfactoryd -h prints the one it would use.\n\n" +
+			"A drop-in for the Clearwater socket factory:\n\n" +
+			"  sockfactoryd -clearwater-socket /tmp/clearwater_management_namespace_socket -allowed-hosts sas.example.net",
+		OptionsTitle: "OPTIONS",
+		Options:      cliflags.GoFlags(fs),
+		Sections: []cliflags.Section{
+			{Title: "FLAG SYNTAX", Text: "-flag and --flag are the same; a value follows as -flag VALUE or -flag=VALUE. " +
+				"-h or --help prints usage on standard output and exits 0."},
+			{Title: "SIGNALS", Items: []cliflags.Item{
+				{Tag: "SIGHUP", Text: "reload the configuration, as sockfactory reload does; a broken file is refused and the running configuration kept"},
+				{Tag: "SIGUSR2", Text: "live upgrade to the executable now at the daemon's path, keeping every socket, reference and client connection"},
+				{Tag: "SIGTERM, SIGINT", Text: "stop: requests in flight are answered first, for at most [daemon] stop_timeout; exit 0"},
+			}},
+			{Title: "EXIT STATUS", Items: []cliflags.Item{
+				{Tag: "0", Text: "stopped by a signal, or -check-config found the file valid"},
+				{Tag: "1", Text: "a configuration or start-up failure (the error names the file and line)"},
+				{Tag: "2", Text: "a usage error: an unknown flag, a bad value or a stray argument"},
+			}},
+			{Title: "ENVIRONMENT", Items: []cliflags.Item{
+				{Tag: paths.EnvSocket, Text: "the socket, when neither -socket nor the configuration names one"},
+				{Tag: "NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID", Text: "sd_notify readiness, reload and stop, and the watchdog, under systemd"},
+				{Tag: "LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, FDSTORE", Text: "socket activation, and systemd's fd store, which keeps held sockets across a crash or restart"},
+			}},
+			{Title: "FILES", Items: []cliflags.Item{
+				{Tag: paths.SystemSocket, Text: "the socket of a daemon started as root"},
+				{Tag: "contrib/systemd/sockfactoryd.service", Text: "a systemd unit running the daemon with CAP_NET_BIND_SERVICE only"},
+			}},
+			{Title: "SEE ALSO", Text: "sockfactory(1); docs/configuration.md, docs/operations.md and docs/security.md in the source."},
+		},
+	}
 }
