@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockfactory/sockfactory/internal/metrics"
 	"github.com/sockfactory/sockfactory/internal/testnet"
 	"github.com/sockfactory/sockfactory/internal/wire"
 )
@@ -68,8 +69,21 @@ func freeAddr(b *testing.B) string {
 // one connection and waits for the reply and its fd. With -cpuprofile it
 // shows where the server's time goes; the client's share is the wire
 // encoding and two system calls.
-func BenchmarkHandoff(b *testing.B) {
-	_, path := startServer(b, `bind = ["tcp:127.0.0.1:*"]`, Options{})
+func BenchmarkHandoff(b *testing.B) { benchHandoff(b, Options{}) }
+
+// BenchmarkHandoffMetrics is BenchmarkHandoff with metrics on: what
+// counting costs (docs/metrics.md, "Cost").
+func BenchmarkHandoffMetrics(b *testing.B) { benchHandoff(b, benchMetrics()) }
+
+// benchMetrics are Options with metrics on, as the daemon sets them.
+func benchMetrics() Options {
+	m := metrics.New(metrics.Options{Version: "bench"})
+	m.SetRules([]string{"t"})
+	return Options{Metrics: m}
+}
+
+func benchHandoff(b *testing.B, o Options) {
+	_, path := startServer(b, `bind = ["tcp:127.0.0.1:*"]`, o)
 	do := rawClient(b, path)
 	req := &wire.Request{V: wire.Version, Op: wire.OpBind, Bind: &wire.BindRequest{Network: "tcp", Address: freeAddr(b), Share: "any", Name: "b"}}
 	do(req) // the first bind creates the socket; the loop's binds share it
@@ -84,8 +98,13 @@ func BenchmarkHandoff(b *testing.B) {
 // process: a raw client sends a connect request and waits for the reply
 // and its fd, which it closes with a reset (no TIME_WAIT). The listener's
 // accepting runs in the same process.
-func BenchmarkConnect(b *testing.B) {
-	_, path := startServer(b, `connect = ["127.0.0.1:*"]`, Options{})
+func BenchmarkConnect(b *testing.B) { benchConnect(b, Options{}) }
+
+// BenchmarkConnectMetrics is BenchmarkConnect with metrics on.
+func BenchmarkConnectMetrics(b *testing.B) { benchConnect(b, benchMetrics()) }
+
+func benchConnect(b *testing.B, o Options) {
+	_, path := startServer(b, `connect = ["127.0.0.1:*"]`, o)
 	sink := testnet.Sink(b)
 	do := rawClient(b, path)
 	req := &wire.Request{V: wire.Version, Op: wire.OpConnect, Connect: &wire.ConnectRequest{Network: "tcp", Address: sink.String()}}
