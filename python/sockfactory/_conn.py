@@ -17,7 +17,7 @@ import threading
 from typing import Dict, Optional, Set
 
 from . import _wire
-from .errors import ReplyTimeoutError, SockfactoryError, UnavailableError
+from .errors import LimitExceededError, ReplyTimeoutError, SockfactoryError, UnavailableError
 
 
 def copy_error(err: SockfactoryError) -> SockfactoryError:
@@ -34,9 +34,10 @@ class NotSent(Exception):
 
 
 class _Waiter:
-    __slots__ = ("event", "reply", "error")
+    __slots__ = ("event", "reply", "error", "gen")
 
     def __init__(self) -> None:
+        self.gen = 0  # Conn.completed when the request was sent
         self.event = threading.Event()
         self.reply: Optional[_wire.Reply] = None
         self.error: Optional[SockfactoryError] = None
@@ -49,9 +50,11 @@ class Conn:
         self.sock = sock
         self.path = path
         self.lock = threading.Lock()
-        # Notified at every reply and when the connection fails: requests
-        # refused for the in-flight limit wait on it before resending.
+        # Notified at every reply but refusals for the in-flight limit (a
+        # request done frees a slot in the daemon), and when the connection
+        # fails: refused requests wait on it before resending.
         self.replied = threading.Condition(self.lock)
+        self.completed = 0  # requests answered (not refused) so far
         self.pending: Dict[int, _Waiter] = {}
         self.abandoned: Set[int] = set()
         self.error: Optional[SockfactoryError] = None
@@ -70,6 +73,7 @@ class Conn:
             if self.error is not None:
                 raise NotSent(copy_error(self.error))
             self.pending[rid] = w
+            w.gen = self.completed
         try:
             self.sock.sendmsg([packet])
         except OSError as e:
@@ -112,11 +116,11 @@ class Conn:
                 self.abandoned.add(rid)
             return True
 
-    def wait_reply(self, timeout: float) -> None:
-        """Waits until another reply arrives, or timeout seconds."""
+    def wait_reply(self, w: _Waiter, timeout: float) -> None:
+        """Waits until a request is answered (not refused) after w's was
+        sent, or timeout seconds."""
         with self.lock:
-            if self.error is None:
-                self.replied.wait(timeout)
+            self.replied.wait_for(lambda: self.completed > w.gen or self.error is not None, timeout)
 
     def fail(self, err: SockfactoryError) -> None:
         """Marks the connection broken with err, fails every request in
@@ -177,7 +181,9 @@ class Conn:
             w = self.pending.pop(rep.id, None) if rep.id is not None else None
             if w is None:
                 self.abandoned.discard(rep.id)  # type: ignore[arg-type]
-            self.replied.notify_all()
+            if not (isinstance(rep.error, LimitExceededError) and rep.error.unseen):
+                self.completed += 1
+                self.replied.notify_all()
         if w is None:
             rep.close()  # nobody waits for it
             return

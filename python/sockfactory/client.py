@@ -315,7 +315,7 @@ class Client:
                     # had as many requests in flight as the daemon allows.
                     if deadline is not None and time.monotonic() + pause > deadline:
                         raise err
-                    c.wait_reply(pause)
+                    c.wait_reply(w, pause)
                     pause = min(2 * pause, 1.0)
                     continue
                 raise err

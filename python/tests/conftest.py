@@ -270,6 +270,7 @@ class EchoServer(socketserver.ThreadingTCPServer):
     daemon_threads = False
     block_on_close = True
     allow_reuse_address = True
+    request_queue_size = 512  # many connects at once: no SYN retries
 
 
 @pytest.fixture
