@@ -2,7 +2,6 @@ package clearwater
 
 import (
 	"bytes"
-	"context"
 	"net"
 	"net/netip"
 	"os"
@@ -139,57 +138,79 @@ func FuzzRequest(f *testing.F) {
 	})
 }
 
-// socketpair returns the two ends of a connected unix stream socket pair.
-// The test's cleanup closes both.
-func socketpair(t *testing.T) (client, server *net.UnixConn) {
+// socketpair returns the two ends of a connected unix stream socket pair:
+// the client's as a *net.UnixConn, the server's as a non-blocking
+// descriptor, as the listener accepts them. The test's cleanup closes the
+// client's; readRequest's caller owns the server's.
+func socketpair(t *testing.T) (client *net.UnixConn, server int) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("socketpair: %v", err)
 	}
-	conns := make([]*net.UnixConn, 2)
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		c, err := net.FileConn(f) // dups fd
-		f.Close()
-		if err != nil {
-			t.Fatalf("FileConn: %v", err)
-		}
-		conns[i] = c.(*net.UnixConn)
-		t.Cleanup(func() { conns[i].Close() })
+	f := os.NewFile(uintptr(fds[0]), "socketpair")
+	c, err := net.FileConn(f) // dups fd
+	f.Close()
+	if err != nil {
+		t.Fatalf("FileConn: %v", err)
 	}
-	return conns[0], conns[1]
+	t.Cleanup(func() { c.Close() })
+	if err := unix.SetNonblock(fds[1], true); err != nil {
+		t.Fatal(err)
+	}
+	return c.(*net.UnixConn), fds[1]
 }
 
 // TestReadRequest checks readRequest over a real stream socket: it hands
-// one read to parseRequest, and a client that sends nothing is refused.
+// one read to parseRequest, a request that comes late is waited for (after
+// the listener was told it would wait), and a client that sends nothing is
+// refused.
 func TestReadRequest(t *testing.T) {
 	cases := []struct {
-		name  string
-		send  []byte
-		close bool // the client closes after sending
-		want  string
-		fails bool
+		name     string
+		send     []byte
+		late     bool // sent after readRequest began
+		close    bool // the client closes after sending
+		want     string
+		fails    bool
+		mustWait bool
 	}{
 		{name: "plain", send: []byte("sas.example.net:9999"), want: "sas.example.net:9999"},
+		{name: "late", send: []byte("10.0.0.1:80"), late: true, want: "10.0.0.1:80", mustWait: true},
 		{name: "nul terminated", send: []byte("10.0.0.1:80\x00junk"), want: "10.0.0.1:80"},
 		{name: "longest", send: bytes.Repeat([]byte("a"), MaxRequest), want: strings.Repeat("a", MaxRequest)},
-		{name: "oversize", send: bytes.Repeat([]byte("a"), MaxRequest+1), fails: true},
+		{name: "oversize", send: bytes.Repeat([]byte("a"), MaxRequest+1), fails: true, mustWait: true},
 		{name: "only nul", send: []byte{0}, fails: true},
 		{name: "nothing then close", close: true, fails: true},
+		{name: "silent", fails: true, mustWait: true},
 	}
+	l := New(Options{ReadTimeout: 200 * time.Millisecond})
+	defer l.Close()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			client, server := socketpair(t)
-			if len(tc.send) > 0 {
+			if len(tc.send) > 0 && !tc.late {
 				if _, err := client.Write(tc.send); err != nil {
 					t.Fatalf("write: %v", err)
 				}
 			}
+			if tc.late {
+				time.AfterFunc(50*time.Millisecond, func() { client.Write(tc.send) })
+			}
 			if tc.close {
 				client.Close()
 			}
-			got, err := readRequest(context.Background(), server, 5*time.Second)
+			waited := 0
+			c := &conn{fd: server}
+			defer c.close(l)
+			var buf [MaxRequest + 1]byte
+			got, err := l.readRequest(c, buf[:], func() { waited++ })
+			if tc.mustWait && waited == 0 {
+				t.Errorf("readRequest(%q) waited without saying so first", tc.send)
+			}
+			if !tc.mustWait && waited != 0 {
+				t.Errorf("readRequest(%q) said it would wait, for a request already there", tc.send)
+			}
 			if tc.fails {
 				if err == nil {
 					t.Fatalf("readRequest(%q) = %q, nil; want an error", tc.send, got)
@@ -200,5 +221,10 @@ func TestReadRequest(t *testing.T) {
 				t.Fatalf("readRequest(%q) = %q, %v; want %q", tc.send, got, err, tc.want)
 			}
 		})
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.conns) != 0 {
+		t.Errorf("%d connections left registered with the listener", len(l.conns))
 	}
 }

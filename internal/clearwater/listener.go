@@ -23,9 +23,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -106,8 +109,9 @@ type Listener struct {
 
 	mu     sync.Mutex
 	closed bool
-	lns    map[*net.UnixListener]struct{}
-	conns  map[*net.UnixConn]struct{}
+	lns    map[*net.UnixListener]*os.File // each with the copy accepted on (see Serve)
+	conns  map[*os.File]struct{}          // connections waiting in the poller
+	active int                            // connections being served
 	perUID map[uint32]int
 	wg     sync.WaitGroup
 }
@@ -127,8 +131,8 @@ func New(o Options) *Listener {
 	l := &Listener{
 		opts:   o,
 		log:    o.Logger,
-		lns:    make(map[*net.UnixListener]struct{}),
-		conns:  make(map[*net.UnixConn]struct{}),
+		lns:    make(map[*net.UnixListener]*os.File),
+		conns:  make(map[*os.File]struct{}),
 		perUID: make(map[uint32]int),
 	}
 	if l.log == nil {
@@ -196,27 +200,119 @@ func (l *Listener) reloadLocked() int {
 // ErrClosed is returned by Serve after Close.
 var ErrClosed = errors.New("clearwater listener closed")
 
-// Serve accepts connections on ln (a "unix" stream listener) until Close,
-// serving each on its own goroutine. It closes ln when it returns.
+// Serve accepts connections on ln (a "unix" stream listener) until Close.
+// It closes ln when it returns.
+//
+// A connection is served by the goroutine that accepted it, for as long as
+// nothing makes it wait: the request is normally in the socket by the time
+// it is accepted (a client sends it right after connect), and a connect to
+// an address on this host is complete when connect(2) returns. Such a
+// request then costs no goroutine, no poller registration and no thread
+// wake-up; only the system calls of the work itself: accept4, SO_PEERCRED,
+// read, the connect, sendmsg and the closes. When something would wait (a
+// request not there yet, a DNS lookup, a handshake with a remote peer, an
+// oversize request to drain), another goroutine takes the accepting over
+// first, so that one slow or silent client never holds up the others; the
+// waiting goes through Go's poller with the read timeout.
 func (l *Listener) Serve(ln *net.UnixListener) error {
+	// A listener's raw connection cannot wait in the poller (its Read is
+	// refused), so the accepting goes through a duplicate of its
+	// descriptor opened as a file, which can. The duplicate shares the
+	// listening socket; Pause, Resume and Close set both.
+	f, err := pollableCopy(ln)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		ln.Close()
+		return err
+	}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
+		f.Close()
 		ln.Close()
 		return ErrClosed
 	}
-	l.lns[ln] = struct{}{}
-	l.wg.Add(1)
+	l.lns[ln] = f
+	l.wg.Add(2) // Serve, and the first accepting goroutine
 	l.mu.Unlock()
 	defer l.wg.Done()
 	defer ln.Close()
+	defer f.Close()
+	a := &acceptor{l: l, ln: f, rc: rc, done: make(chan error, 1)}
+	a.loops.Store(1)
+	go a.loop()
+	return <-a.done
+}
 
+// pollableCopy returns a non-blocking duplicate of ln's descriptor as a
+// file in Go's poller.
+func pollableCopy(ln *net.UnixListener) (*os.File, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup, dupErr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) { dup, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if dupErr != nil {
+		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr)
+	}
+	// The duplicate shares the file status flags: non-blocking already,
+	// as Go made the listener. NewFile sees that and uses the poller.
+	return os.NewFile(uintptr(dup), "clearwater-listener"), nil
+}
+
+// acceptor accepts on one listener. Exactly one goroutine runs its loop at
+// a time: one that has to wait while serving starts the next first.
+type acceptor struct {
+	l    *Listener
+	ln   *os.File // the pollable copy of the listener
+	rc   syscall.RawConn
+	done chan error // the loop's end, for Serve
+
+	// loops counts the goroutines accepting. One waits for connections
+	// when there are none; under load (a connection was already queued
+	// when asked for) another starts, up to GOMAXPROCS, so that requests
+	// are served on every CPU; a loop that finds the queue empty while
+	// others run ends instead of waiting beside them.
+	loops atomic.Int32
+}
+
+// errIdle ends a loop that found no connection while others accept.
+var errIdle = errors.New("no connection queued")
+
+// end tells Serve the accepting has ended; the first reason wins.
+func (a *acceptor) end(err error) {
+	select {
+	case a.done <- err:
+	default:
+	}
+}
+
+// loop accepts and serves until the listener closes, a connection it
+// serves hands the accepting to another goroutine, or it is one loop too
+// many for the load.
+func (a *acceptor) loop() {
+	defer a.l.wg.Done()
+	l := a.l
+	var buf [MaxRequest + 1]byte
 	var pause time.Duration
+	backlog := 0 // accepts in a row that found a connection queued
 	for {
-		c, err := ln.AcceptUnix()
+		fd, queued, err := a.accept()
+		if err == errIdle {
+			return
+		}
 		if err != nil {
 			if l.ctx.Err() != nil {
-				return ErrClosed
+				a.end(ErrClosed)
+				return
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				// A pause's deadline, or one a pause left that ended
@@ -225,42 +321,131 @@ func (l *Listener) Serve(ln *net.UnixListener) error {
 					<-*p
 				}
 				if l.handed.Load() {
-					return ErrClosed
+					a.end(ErrClosed)
+					return
 				}
-				ln.SetDeadline(time.Time{})
+				a.ln.SetDeadline(time.Time{})
 				continue
 			}
-			if !errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, unix.ECONNABORTED) || errors.Is(err, unix.EINTR) {
+				continue // the client left before its turn
+			}
+			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrClosed) {
 				// Out of descriptors and the like: back off, never spin.
 				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
 				l.log.Warn("accept failed; pausing", "err", err, "pause", pause)
 				select {
 				case <-time.After(pause):
 				case <-l.ctx.Done():
-					return ErrClosed
+					a.end(ErrClosed)
+					return
 				}
 				continue
 			}
-			return err
+			a.end(err)
+			return
 		}
 		pause = 0
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			c.Close()
-			return ErrClosed
+		// One queued connection can be a fast client's next request;
+		// three in a row is a queue this loop is not keeping up with.
+		if !queued {
+			backlog = 0
+		} else if backlog++; backlog >= 3 {
+			backlog = 0
+			a.more()
 		}
-		l.conns[c] = struct{}{}
-		l.wg.Add(1)
-		l.mu.Unlock()
-		go func() {
-			defer l.wg.Done()
-			l.serveConn(c)
-			l.mu.Lock()
-			delete(l.conns, c)
-			l.mu.Unlock()
-		}()
+		moved := false
+		l.serveConn(&conn{fd: fd}, buf[:], func() {
+			if !moved {
+				moved = true // this loop's place goes to a new one
+				l.wg.Add(1)
+				go a.loop()
+			}
+		})
+		if moved {
+			return // another goroutine accepts now
+		}
 	}
+}
+
+// more starts another loop, when there are fewer than GOMAXPROCS.
+func (a *acceptor) more() {
+	for {
+		n := a.loops.Load()
+		if int(n) >= runtime.GOMAXPROCS(0) {
+			return
+		}
+		if a.loops.CompareAndSwap(n, n+1) {
+			a.l.wg.Add(1)
+			go a.loop()
+			return
+		}
+	}
+}
+
+// accept takes the next connection from the listener, non-blocking and
+// close-on-exec. queued reports that it was there at once (the queue was
+// not empty: there is load). With none queued, the last loop waits in the
+// poller and any other ends (errIdle).
+func (a *acceptor) accept() (fd int, queued bool, err error) {
+	fd, queued = -1, true
+	var aerr error
+	err = a.rc.Read(func(s uintptr) bool {
+		// Straight accept4 with no address: nothing is parsed or
+		// allocated, and a UNIX peer has no useful address anyway.
+		r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, s, 0, 0, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0, 0)
+		if e == unix.EAGAIN {
+			if n := a.loops.Load(); n > 1 && a.loops.CompareAndSwap(n, n-1) {
+				aerr = errIdle
+				return true
+			}
+			queued = false
+			return false
+		}
+		fd, aerr = int(r), nil
+		if e != 0 {
+			fd, aerr = -1, os.NewSyscallError("accept4", e)
+		}
+		return true
+	})
+	if err != nil {
+		return -1, false, err
+	}
+	return fd, queued, aerr
+}
+
+// conn is one client connection: a non-blocking descriptor, and once it
+// had to wait, the *os.File that waits for it in the poller (and owns fd).
+type conn struct {
+	fd int
+	f  *os.File
+}
+
+// poller returns c's descriptor as a file in Go's poller, registered with
+// l so that Close can end its waits.
+func (c *conn) poller(l *Listener) *os.File {
+	if c.f == nil {
+		c.f = os.NewFile(uintptr(c.fd), "clearwater-client") // non-blocking: joins the poller
+		l.mu.Lock()
+		l.conns[c.f] = struct{}{}
+		closed := l.closed
+		l.mu.Unlock()
+		if closed {
+			c.f.SetDeadline(time.Now())
+		}
+	}
+	return c.f
+}
+
+func (c *conn) close(l *Listener) {
+	if c.f == nil {
+		unix.Close(c.fd)
+		return
+	}
+	l.mu.Lock()
+	delete(l.conns, c.f)
+	l.mu.Unlock()
+	c.f.Close()
 }
 
 // Pause stops accepting new connections, for a live upgrade; connections
@@ -271,8 +456,8 @@ func (l *Listener) Pause() {
 		return
 	}
 	l.mu.Lock()
-	for ln := range l.lns {
-		ln.SetDeadline(time.Now())
+	for _, f := range l.lns {
+		f.SetDeadline(time.Now()) // the copy the accepting waits on
 	}
 	l.mu.Unlock()
 }
@@ -281,8 +466,8 @@ func (l *Listener) Pause() {
 func (l *Listener) Resume() {
 	if p := l.paused.Swap(nil); p != nil {
 		l.mu.Lock()
-		for ln := range l.lns {
-			ln.SetDeadline(time.Time{})
+		for _, f := range l.lns {
+			f.SetDeadline(time.Time{})
 		}
 		l.mu.Unlock()
 		close(*p)
@@ -319,7 +504,8 @@ func (l *Listener) Close() error {
 	if !l.closed {
 		l.closed = true
 		l.cancel()
-		for ln := range l.lns {
+		for ln, f := range l.lns {
+			f.Close()
 			ln.Close()
 		}
 		for c := range l.conns {
@@ -331,29 +517,39 @@ func (l *Listener) Close() error {
 	return nil
 }
 
-// serveConn serves one request. Every failure ends in a plain close.
-func (l *Listener) serveConn(c *net.UnixConn) {
-	defer c.Close()
+// serveConn serves one request. Every failure ends in a plain close. wait
+// is called before anything that may wait (see Serve).
+func (l *Listener) serveConn(c *conn, buf []byte, wait func()) {
 	start := time.Now()
-	caller, err := peer.Credentials(c)
+	code := wire.CodeInvalidRequest
+	defer func() {
+		c.close(l)
+		if l.opts.Observe != nil {
+			l.opts.Observe(code, time.Since(start))
+		}
+	}()
+	pol := l.policy.Load()
+	caller, err := peer.FromFD(c.fd, len(pol.Rules[0].GIDs) > 0)
 	if err != nil {
+		code = wire.CodeInternal
 		l.log.Error("cannot identify caller; closing", "err", err)
 		return
 	}
 	if err := l.admit(caller.UID); err != nil {
-		l.audit(slog.LevelWarn, "fail", &caller, slog.String("code", string(wire.CodeLimitExceeded)), slog.String("err", err.Error()))
+		code = wire.CodeLimitExceeded
+		l.audit(slog.LevelWarn, "fail", &caller, slog.String("code", string(code)), slog.String("err", err.Error()))
 		return
 	}
 	defer l.leave(caller.UID)
 
-	req, err := readRequest(l.ctx, c, l.opts.ReadTimeout)
+	req, err := l.readRequest(c, buf, wait)
 	if err != nil {
-		l.audit(slog.LevelWarn, "fail", &caller, slog.String("code", string(wire.CodeInvalidRequest)), slog.String("err", err.Error()))
+		l.audit(slog.LevelWarn, "fail", &caller, slog.String("code", string(code)), slog.String("err", err.Error()))
 		return
 	}
 	t, err := broker.ParseTarget(req)
 	if err != nil {
-		l.audit(slog.LevelWarn, "fail", &caller, slog.String("request", req), slog.String("code", string(wire.CodeInvalidRequest)), slog.String("err", toWire(err).Message))
+		l.audit(slog.LevelWarn, "fail", &caller, slog.String("request", req), slog.String("code", string(code)), slog.String("err", toWire(err).Message))
 		return
 	}
 	n := connector.Network{Proto: "tcp", Family: 4}
@@ -362,17 +558,19 @@ func (l *Listener) serveConn(c *net.UnixConn) {
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.ConnectTimeout)
 	defer cancel()
-	opts := connector.Options{SendTimeout: l.opts.ConnectTimeout}
-	f, out, err := l.connect(ctx, &caller, n, t, opts)
+	opts := connector.Options{SendTimeout: l.opts.ConnectTimeout, Wait: wait}
+	f, out, err := l.connect(ctx, pol, &caller, n, t, opts)
 	if we := toWire(err); err != nil && we.Code == wire.CodeDenied {
 		// The original's intent: the allowed hosts may have changed.
 		// Read them again (if they did) and decide once more.
+		wait() // the re-read may read files
 		l.reloadIfChanged()
-		f, out, err = l.connect(ctx, &caller, n, t, opts)
+		f, out, err = l.connect(ctx, l.policy.Load(), &caller, n, t, opts)
 	}
 	took := time.Since(start).Milliseconds()
 	if err != nil {
 		we := toWire(err)
+		code = we.Code
 		level, msg := slog.LevelInfo, "fail"
 		if we.Code == wire.CodeDenied {
 			level, msg = slog.LevelWarn, "deny"
@@ -381,16 +579,33 @@ func (l *Listener) serveConn(c *net.UnixConn) {
 		return
 	}
 	defer f.Close()
-	c.SetWriteDeadline(time.Now().Add(l.opts.ReadTimeout))
-	if _, _, err := c.WriteMsgUnix(reply, unix.UnixRights(int(f.Fd())), nil); err != nil {
-		l.audit(slog.LevelInfo, "fail", &caller, slog.String("request", req), slog.String("code", string(wire.CodeInternal)), slog.String("err", "client left before the reply: "+err.Error()), slog.Int64("ms", took))
+	if err := sendSocket(c.fd, int(f.Fd())); err != nil {
+		code = wire.CodeInternal
+		l.audit(slog.LevelInfo, "fail", &caller, slog.String("request", req), slog.String("code", string(code)), slog.String("err", "client left before the reply: "+err.Error()), slog.Int64("ms", took))
 		return
 	}
+	code = ""
 	if l.opts.Netns != "" {
 		l.audit(slog.LevelInfo, "grant", &caller, slog.String("request", req), slog.String("rule", out.Rule), slog.String("netns", l.opts.Netns), slog.String("netns_id", out.Netns.ID.String()), slog.Any("remote", out.Remote), slog.Any("local", out.Local), slog.Int64("ms", took))
 		return
 	}
 	l.audit(slog.LevelInfo, "grant", &caller, slog.String("request", req), slog.String("rule", out.Rule), slog.Any("remote", out.Remote), slog.Any("local", out.Local), slog.Int64("ms", took))
+}
+
+// sendSocket sends the success byte with fd to the client. The connection
+// is new and its send buffer empty, so the one byte never waits; a client
+// that has gone gets EPIPE, without a signal.
+func sendSocket(c, fd int) error {
+	var oob [24]byte // CMSG_SPACE(sizeof(int)) on 64-bit Linux
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level, h.Type = unix.SOL_SOCKET, unix.SCM_RIGHTS
+	h.SetLen(unix.CmsgLen(4))
+	*(*int32)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = int32(fd)
+	_, err := unix.SendmsgN(c, reply, oob[:unix.CmsgSpace(4)], nil, unix.MSG_NOSIGNAL)
+	if err != nil {
+		return os.NewSyscallError("sendmsg", err)
+	}
+	return nil
 }
 
 // audit writes the one log line a connection gets, led by its caller's
@@ -410,19 +625,24 @@ func (l *Listener) audit(level slog.Level, msg string, c *policy.Caller, attrs .
 func (l *Listener) admit(uid uint32) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.opts.MaxConns > 0 && len(l.conns) > l.opts.MaxConns {
+	if l.closed {
+		return errors.New("the daemon is shutting down")
+	}
+	if l.opts.MaxConns > 0 && l.active >= l.opts.MaxConns {
 		return fmt.Errorf("%d connections at once, the most allowed", l.opts.MaxConns)
 	}
 	if l.opts.MaxConnsPerUID > 0 && l.perUID[uid] >= l.opts.MaxConnsPerUID {
 		return fmt.Errorf("uid %d has %d connections at once, the most allowed", uid, l.perUID[uid])
 	}
 	l.perUID[uid]++
+	l.active++
 	return nil
 }
 
 func (l *Listener) leave(uid uint32) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.active--
 	if l.perUID[uid]--; l.perUID[uid] <= 0 {
 		delete(l.perUID, uid)
 	}
@@ -432,8 +652,7 @@ func (l *Listener) leave(uid uint32) {
 // original's: a name must itself be on the list. Otherwise a client in one
 // namespace could make the daemon look up names of its choosing from the
 // other (the broker would resolve a name to test its addresses).
-func (l *Listener) connect(ctx context.Context, caller *policy.Caller, n connector.Network, t broker.Target, opts connector.Options) (*os.File, broker.Outcome, error) {
-	pol := l.policy.Load()
+func (l *Listener) connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, n connector.Network, t broker.Target, opts connector.Options) (*os.File, broker.Outcome, error) {
 	sc := broker.Scope{Caller: *caller}
 	if l.opts.Netns != "" {
 		var err error
@@ -453,30 +672,70 @@ func (l *Listener) connect(ctx context.Context, caller *policy.Caller, n connect
 
 // readRequest does what the original did: one read of at most 1023 bytes,
 // cut at the first NUL. A request filling 1024 bytes is refused as oversize
-// rather than cut.
-func readRequest(ctx context.Context, c *net.UnixConn, timeout time.Duration) (string, error) {
-	c.SetReadDeadline(time.Now().Add(timeout))
-	if ctx.Err() != nil {
-		// Close set the deadline to now before the line above: do not
-		// make it wait out the read timeout.
-		return "", errors.New("the daemon is shutting down")
+// rather than cut. The read is tried at once; only when nothing has come
+// yet is wait called and the read made through the poller, bounded by the
+// read timeout.
+func (l *Listener) readRequest(c *conn, buf []byte, wait func()) (string, error) {
+	n, err := unix.Read(c.fd, buf)
+	if err == unix.EAGAIN {
+		wait()
+		n, err = l.readWaiting(c, buf)
+	} else if err != nil {
+		err = os.NewSyscallError("read", err)
 	}
-	buf := make([]byte, MaxRequest+1)
-	n, err := c.Read(buf)
 	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return "", errors.New("no request within the read timeout")
-		}
-		return "", errors.New("client sent no request: " + err.Error())
+		return "", err
+	}
+	if n == 0 {
+		return "", errors.New("client sent no request: EOF")
 	}
 	req, err := parseRequest(buf[:n])
 	if n > MaxRequest {
 		// Take in what else the client sent (a little, briefly), so that
 		// closing gives it a clean end of file rather than a reset.
-		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		io.CopyN(io.Discard, c, 64<<10)
+		wait()
+		f := c.poller(l)
+		f.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		io.CopyN(io.Discard, f, 64<<10)
 	}
 	return req, err
+}
+
+// readWaiting waits in the poller for the request, at most the read
+// timeout, and reads it.
+func (l *Listener) readWaiting(c *conn, buf []byte) (int, error) {
+	f := c.poller(l)
+	f.SetReadDeadline(time.Now().Add(l.opts.ReadTimeout))
+	if l.ctx.Err() != nil {
+		// Close set the deadline to now before the line above: do not
+		// make it wait out the read timeout.
+		return 0, errors.New("the daemon is shutting down")
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		n    int
+		rerr error
+	)
+	err = rc.Read(func(s uintptr) bool {
+		n, rerr = unix.Read(int(s), buf)
+		return rerr != unix.EAGAIN
+	})
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if l.ctx.Err() != nil {
+				return 0, errors.New("the daemon is shutting down")
+			}
+			return 0, errors.New("no request within the read timeout")
+		}
+		return 0, errors.New("client sent no request: " + err.Error())
+	}
+	if rerr != nil {
+		return 0, errors.New("client sent no request: " + os.NewSyscallError("read", rerr).Error())
+	}
+	return n, nil
 }
 
 // parseRequest applies the original's rules to what one read returned: more

@@ -272,7 +272,7 @@ func dialOnce(ctx context.Context, proto string, ap netip.AddrPort, opts Options
 	switch err {
 	case nil:
 	case unix.EINPROGRESS, unix.EINTR: // interrupted, it goes on
-		fd, err = waitConnected(ctx, fd, opts.Wait)
+		fd, err = waitConnected(ctx, fd, sa, opts.Wait)
 	default:
 		err = os.NewSyscallError("connect", err)
 	}
@@ -287,8 +287,10 @@ func dialOnce(ctx context.Context, proto string, ap netip.AddrPort, opts Options
 		return nil, Result{}, &net.OpError{Op: "dial", Net: proto, Addr: addr, Err: err}
 	}
 	res := Result{Remote: ap}
-	if lsa, err := unix.Getsockname(fd); err == nil {
-		res.Local = fromSockaddr(lsa)
+	// syscall's Getsockname, not x/sys's: that one asks SO_PROTOCOL of
+	// every AF_INET socket (to tell L2TP apart), one more system call.
+	if lsa, err := syscall.Getsockname(fd); err == nil {
+		res.Local = fromSyscallSockaddr(lsa)
 	}
 	if err := prepare(fd, opts); err != nil {
 		unix.Close(fd)
@@ -302,11 +304,19 @@ func dialOnce(ctx context.Context, proto string, ap netip.AddrPort, opts Options
 // waits in Go's poller; fd then comes back as a duplicate of itself, the
 // original closed to leave the poller. wait, if set, is called before
 // waiting.
-func waitConnected(ctx context.Context, fd int, wait func()) (int, error) {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	if n, err := unix.Poll(pfd, 0); err == nil && n == 1 {
-		return fd, soError(fd)
+func waitConnected(ctx context.Context, fd int, sa unix.Sockaddr, wait func()) (int, error) {
+	// A second connect tells at once, in one call, how the first is
+	// doing: EISCONN when it has finished (a connect to this host has, by
+	// the time the first returns), the connect's own error when it failed,
+	// EALREADY while it is under way.
+	switch err := unix.Connect(fd, sa); err {
+	case unix.EISCONN, nil:
+		return fd, nil
+	case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
+	default:
+		return fd, os.NewSyscallError("connect", err)
 	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 	if wait != nil {
 		wait()
 	}
@@ -385,11 +395,11 @@ func sockaddr(ap netip.AddrPort) (int, unix.Sockaddr, error) {
 	return unix.AF_INET6, sa, nil
 }
 
-func fromSockaddr(sa unix.Sockaddr) netip.AddrPort {
+func fromSyscallSockaddr(sa syscall.Sockaddr) netip.AddrPort {
 	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
 	}
 	return netip.AddrPort{}

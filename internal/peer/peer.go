@@ -25,23 +25,29 @@ func Credentials(c *net.UnixConn) (policy.Caller, error) {
 		return policy.Caller{}, fmt.Errorf("reading peer credentials: %w", err)
 	}
 	var (
-		cred    *unix.Ucred
+		caller  policy.Caller
 		credErr error
-		groups  []uint32
 	)
-	err = rc.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-		if credErr == nil {
-			groups = peerGroups(int(fd))
-		}
-	})
-	if err == nil {
-		err = credErr
+	err = rc.Control(func(fd uintptr) { caller, credErr = FromFD(int(fd), true) })
+	if err != nil {
+		return policy.Caller{}, fmt.Errorf("reading peer credentials: %w", err)
 	}
+	return caller, credErr
+}
+
+// FromFD returns the credentials of the peer of the UNIX socket fd, with
+// its supplementary groups when groups is set (one more system call: a
+// front door whose rules match no group does without).
+func FromFD(fd int, groups bool) (policy.Caller, error) {
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 	if err != nil {
 		return policy.Caller{}, fmt.Errorf("reading peer credentials: %w", os.NewSyscallError("getsockopt SO_PEERCRED", err))
 	}
-	return policy.Caller{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid, Groups: groups}, nil
+	c := policy.Caller{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid}
+	if groups {
+		c.Groups = peerGroups(fd)
+	}
+	return c, nil
 }
 
 // peerGroups returns the supplementary groups the peer had at connect time
