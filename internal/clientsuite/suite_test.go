@@ -142,7 +142,7 @@ func unavailable(t *testing.T, spec driverSpec, why string) {
 	case os.Getenv(requireClientsEnv) == "1":
 		t.Fatalf("%s driver: %s; %s=1 forbids skipping it", spec.name, why, requireClientsEnv)
 	}
-	t.Skipf("%s driver: %s (set %s=1 to fail instead)", spec.name, why, requireClientsEnv)
+	t.Skipf("%s driver skipped (set %s=1 to fail instead): %s", spec.name, requireClientsEnv, why)
 }
 
 // TestClientSuite runs every case of the table against every client
