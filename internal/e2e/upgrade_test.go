@@ -404,13 +404,15 @@ func TestIntegrationUpgradeUnderLoad(t *testing.T) {
 	var now []uint64
 	if !poll(10*time.Second, func() bool {
 		got, now = u.fds(t), sorted(u.socketInodes(t))
-		sub := len(now) == 5
+		// Six descriptors, five sockets: the Clearwater door holds a
+		// second descriptor of its listener, which it polls itself.
+		sub := len(now) == 6 && len(slices.Compact(slices.Clone(now))) == 5
 		for _, ino := range now {
 			sub = sub && slices.Contains(baseSockets, ino)
 		}
 		return got <= baseFDs && sub
 	}) {
-		t.Errorf("daemon fds after three upgrades: %d, sockets %v; want at most %d, and 5 sockets all among the baseline's %v\nnow: %v\nbaseline: %v",
+		t.Errorf("daemon fds after three upgrades: %d, sockets %v; want at most %d, and 6 descriptors of 5 sockets all among the baseline's %v\nnow: %v\nbaseline: %v",
 			got, now, baseFDs, baseSockets, u.fdList(t), baseList)
 	}
 	if n := strings.Count(u.log.String(), `msg="upgrade: took over"`); n != 3 {
