@@ -106,6 +106,7 @@ type Listener struct {
 	// daemon's (Handoff).
 	paused atomic.Pointer[chan struct{}]
 	handed atomic.Bool
+	nconns atomic.Int64 // active, for Conns without the lock
 
 	mu     sync.Mutex
 	closed bool
@@ -621,6 +622,10 @@ func (l *Listener) audit(level slog.Level, msg string, c *policy.Caller, attrs .
 	l.log.LogAttrs(ctx, level, msg, append(a, attrs...)...)
 }
 
+// Conns returns the number of connections being served, without taking
+// the listener's lock (a metrics scrape reads it).
+func (l *Listener) Conns() int { return int(l.nconns.Load()) }
+
 // admit counts a connection against the limits.
 func (l *Listener) admit(uid uint32) error {
 	l.mu.Lock()
@@ -636,6 +641,7 @@ func (l *Listener) admit(uid uint32) error {
 	}
 	l.perUID[uid]++
 	l.active++
+	l.nconns.Add(1)
 	return nil
 }
 
@@ -643,6 +649,7 @@ func (l *Listener) leave(uid uint32) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.active--
+	l.nconns.Add(-1)
 	if l.perUID[uid]--; l.perUID[uid] <= 0 {
 		delete(l.perUID, uid)
 	}

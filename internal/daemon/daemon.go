@@ -295,6 +295,16 @@ func (d *Daemon) build() {
 			Observe:        observe,
 		}))
 	}
+	if d.metrics != nil {
+		cw := d.cw
+		d.metrics.SetConns(metrics.Clearwater, func() int {
+			n := 0
+			for _, l := range cw {
+				n += l.Conns()
+			}
+			return n
+		})
+	}
 }
 
 // watchNamespaces has the namespace manager watch the names of the

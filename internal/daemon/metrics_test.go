@@ -66,15 +66,17 @@ func waitSample(t *testing.T, sock, series string, want float64) string {
 
 // TestMetricsDaemon runs the daemon in process with [metrics] listen on a
 // UNIX socket: it serves /metrics and /healthz, counts a native request
-// and each reload by its result, and removes the socket when it stops.
+// and each reload by its result, reports the connections of both front
+// doors, and removes the socket when it stops.
 func TestMetricsDaemon(t *testing.T) {
 	for _, env := range []string{"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "FDSTORE", "WATCHDOG_USEC"} {
 		t.Setenv(env, "")
 		os.Unsetenv(env)
 	}
 	dir := t.TempDir()
-	native, msock := filepath.Join(dir, "sf.sock"), filepath.Join(dir, "metrics.sock")
-	doc := fmt.Sprintf("[daemon]\nsocket = %q\nsocket_mode = \"0600\"\n[metrics]\nlisten = %q\n[[rule]]\nname = \"me\"\nusers = [%d]\nconnect = [\"127.0.0.1:*\"]\n", native, msock, os.Getuid())
+	native, msock, cwsock := filepath.Join(dir, "sf.sock"), filepath.Join(dir, "metrics.sock"), filepath.Join(dir, "cw.sock")
+	doc := fmt.Sprintf("[daemon]\nsocket = %q\nsocket_mode = \"0600\"\n[metrics]\nlisten = %q\n[[rule]]\nname = \"me\"\nusers = [%d]\nconnect = [\"127.0.0.1:*\"]\n"+
+		"[[clearwater]]\nsocket = %q\nallowed_hosts = [\"127.0.0.1\"]\nusers = [%d]\n", native, msock, os.Getuid(), cwsock, os.Getuid())
 	cfg, err := config.Parse("test.toml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +131,18 @@ func TestMetricsDaemon(t *testing.T) {
 	waitSample(t, msock, `sockfactory_requests_total{code="ok",door="native",op="hello"}`, 1)
 	waitSample(t, msock, `sockfactory_connections{door="native"}`, 1)
 	nc.Close()
+	waitSample(t, msock, `sockfactory_connections{door="native"}`, 0)
+
+	// A Clearwater client that has not sent its request yet is a
+	// connection being served; it counts until it goes away.
+	waitSample(t, msock, `sockfactory_connections{door="clearwater"}`, 0)
+	cw, err := net.Dial("unix", cwsock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSample(t, msock, `sockfactory_connections{door="clearwater"}`, 1)
+	cw.Close()
+	waitSample(t, msock, `sockfactory_connections{door="clearwater"}`, 0)
 
 	loads <- errors.New("broken file")
 	sigs <- syscall.SIGHUP

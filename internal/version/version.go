@@ -3,5 +3,5 @@
 package version
 
 // Version is the release; builds may override it with
-// -ldflags "-X sockfactory/internal/version.Version=v1.2.3".
+// -ldflags "-X github.com/sockfactory/sockfactory/internal/version.Version=v1.2.3".
 var Version = "0.1.0-dev"
