@@ -37,6 +37,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if len(args) == 2 && args[0] == bench.ServeFDPassThreadsArg {
+		// The fdpass-threads floor: raw system calls on threads of its own.
+		if err := bench.ServeFDPassThreads(ctx, args[1]); err != nil {
+			fmt.Fprintln(stderr, "sockfactory-bench: fdpass-threads server:", err)
+			return 1
+		}
+		return 0
+	}
 	if len(args) == 1 && args[0] == bench.ServeSinkArg {
 		// The TCP sink, started by the tool itself with its listening
 		// socket as fd 3.

@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -146,6 +147,12 @@ type Result struct {
 	// floor or it was not measured.
 	FloorThroughput float64 `json:"floor_ops_per_sec,omitempty"`
 	Ratio           float64 `json:"ratio_to_floor,omitempty"`
+	// FloorP99 is the floor's p99 in the same round (for a derived
+	// floor, the one it stands for; connect-floor has none).
+	FloorP99 float64 `json:"floor_p99_us,omitempty"`
+	// Of says, for a derived floor (fdpass-floor, connect-floor), which
+	// measured modes it was made from in this round.
+	Of string `json:"derived_from,omitempty"`
 	// Profile is the perf.data file recorded during the run, if any.
 	Profile string `json:"profile,omitempty"`
 	// WakeupsPerOp is the server's voluntary context switches (its
@@ -302,7 +309,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if rep.Memory != nil && len(o.Held) > 0 {
 		e.finishMemory(ctx, rep.Memory)
 	}
-	fillRatios(rep.Results)
+	rep.Results = fillRatios(rep.Results)
 	if o.Repeat > 1 {
 		rep.Summary = summarize(rep.Results)
 	}
@@ -310,26 +317,96 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return rep, nil
 }
 
-// fillRatios compares each mode's throughput with its floor's at the same
-// number of clients in the same round (floors run with nothing held).
-func fillRatios(results []Result) {
+// fillRatios adds the derived floors of each round and number of clients
+// (derivedFloors) after the last run they are made from, then compares
+// each mode's throughput and p99 with its floor's at the same number of
+// clients in the same round (floors run with nothing held).
+func fillRatios(results []Result) []Result {
 	key := func(mode string, r *Result) string { return fmt.Sprint(mode, "/", r.Clients, "/", r.Round) }
-	floors := map[string]float64{}
+	floors := map[string]*Result{}
 	for i := range results {
 		if r := &results[i]; r.Floor == "" {
-			floors[key(r.Mode, r)] = r.Throughput
+			floors[key(r.Mode, r)] = r
 		}
 	}
+	// The derived rows, each placed after the last of its parts.
+	after := map[int][]Result{}
+	last := map[string]int{} // derived key -> index of its last part
+	derive := func(name string, r *Result) *Result {
+		switch name {
+		case "fdpass-floor":
+			var best *Result
+			for _, p := range derivedFloors[name] {
+				if f := floors[key(p, r)]; f != nil && f.Errors == 0 && (best == nil || f.Throughput > best.Throughput) {
+					best = f
+				}
+			}
+			if best == nil {
+				return nil
+			}
+			d := *best
+			d.Mode, d.Of, d.ErrorSamples, d.Profile = name, best.Mode, nil, ""
+			return &d
+		case "connect-floor":
+			direct, fd := floors[key("direct-connect", r)], floors[key("fdpass-floor", r)]
+			if direct == nil || fd == nil || direct.Throughput <= 0 || fd.Throughput <= 0 {
+				return nil
+			}
+			return &Result{
+				Mode: name, Of: "direct-connect+" + fd.Of, Clients: r.Clients, Held: r.Held, Round: r.Round,
+				RoundTrips: 1, Throughput: 1 / (1/direct.Throughput + 1/fd.Throughput),
+				P50: direct.P50 + fd.P50, P99: direct.P99 + fd.P99, P999: direct.P999 + fd.P999,
+			}
+		}
+		return nil
+	}
+	// fdpass-floor first: connect-floor is made from it.
+	for _, name := range []string{"fdpass-floor", "connect-floor"} {
+		// Placed after the last measured run it rests on.
+		var parts []string
+		for _, p := range derivedFloors[name] {
+			if sub, ok := derivedFloors[p]; ok {
+				parts = append(parts, sub...)
+			} else {
+				parts = append(parts, p)
+			}
+		}
+		for i := range results {
+			r := &results[i]
+			if r.Floor == "" && slices.Contains(parts, r.Mode) {
+				last[key(name, r)] = i
+			}
+		}
+		for i := range results {
+			r := &results[i]
+			if r.Floor != "" || !slices.Contains(parts, r.Mode) || last[key(name, r)] != i {
+				continue
+			}
+			if d := derive(name, r); d != nil {
+				after[i] = append(after[i], *d)
+				floors[key(name, r)] = d
+			}
+		}
+	}
+	out := make([]Result, 0, len(results)+len(after))
 	for i := range results {
-		r := &results[i]
+		out = append(out, results[i])
+		out = append(out, after[i]...)
+	}
+	for i := range out {
+		r := &out[i]
 		if r.Floor == "" {
 			continue
 		}
-		if f := floors[key(r.Floor, r)]; f > 0 {
-			r.FloorThroughput = f
-			r.Ratio = r.Throughput / f
+		if f := floors[key(r.Floor, r)]; f != nil && f.Throughput > 0 {
+			r.FloorThroughput = f.Throughput
+			r.Ratio = r.Throughput / f.Throughput
+			if r.Floor != "connect-floor" {
+				r.FloorP99 = f.P99
+			}
 		}
 	}
+	return out
 }
 
 // summarize returns, per mode, clients and held level (in first-run
@@ -377,6 +454,14 @@ func summarize(results []Result) []Result {
 		s.ToolCPU = med(func(r *Result) float64 { return r.ToolCPU })
 		s.FloorThroughput = med(func(r *Result) float64 { return r.FloorThroughput })
 		s.Ratio = med(func(r *Result) float64 { return r.Ratio })
+		s.FloorP99 = med(func(r *Result) float64 { return r.FloorP99 })
+		var of []string
+		for _, r := range runs {
+			if r.Of != "" && !slices.Contains(of, r.Of) {
+				of = append(of, r.Of)
+			}
+		}
+		s.Of = strings.Join(of, " | ")
 		s.WakeupsPerOp = med(func(r *Result) float64 { return r.WakeupsPerOp })
 		s.SyscallsPerOp = med(func(r *Result) float64 { return r.SyscallsPerOp })
 		out = append(out, s)

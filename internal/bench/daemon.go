@@ -33,10 +33,12 @@ type env struct {
 
 	sink         *process // the TCP sink, a child process
 	sinkPort     int
-	sinkAddr     string // "127.0.0.1:PORT"
-	sinkSched    string // how the sink's threads are scheduled
-	fdpass       *process
-	fdpassSocket string
+	sinkAddr     string              // "127.0.0.1:PORT"
+	sinkSched    string              // how the sink's threads are scheduled
+	floors       map[string]*process // the fdpass floors, by mode name
+	floorSockets map[string]string   // their sockets
+
+	cFloor string // the C floor program, once built
 
 	anchor *sockfactory.Client // holds the shared socket
 	shared string              // its address, "127.0.0.1:PORT"
@@ -69,9 +71,11 @@ func newEnv(ctx context.Context, o *Options, ms []*mode) (_ *env, err error) {
 			return nil, err
 		}
 	}
-	if uses&needFDPass != 0 {
-		if err := e.startFDPass(); err != nil {
-			return nil, err
+	for _, m := range ms {
+		if m.uses&needFDPass != 0 {
+			if err := e.startFloor(m.name); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if uses&needDaemon != 0 {
@@ -109,8 +113,8 @@ func (e *env) close() {
 	if e.daemon != nil {
 		e.daemon.stop()
 	}
-	if e.fdpass != nil {
-		e.fdpass.stop()
+	for _, p := range e.floors {
+		p.stop()
 	}
 	if e.sink != nil {
 		e.sink.stop()
@@ -120,7 +124,11 @@ func (e *env) close() {
 
 // checkServers reports a server process that has died.
 func (e *env) checkServers() error {
-	for _, p := range []*process{e.daemon, e.fdpass, e.sink} {
+	ps := []*process{e.daemon, e.sink}
+	for _, p := range e.floors {
+		ps = append(ps, p)
+	}
+	for _, p := range ps {
 		if p != nil {
 			if err := p.check(); err != nil {
 				return err
@@ -142,18 +150,45 @@ func (e *env) self() (string, error) {
 	return p, nil
 }
 
-func (e *env) startFDPass() error {
+// startFloor starts the fdpass floor server of mode name (fdpass,
+// fdpass-threads, fdpass-c, fdpass-c-epoll) and waits until it accepts.
+func (e *env) startFloor(name string) error {
 	self, err := e.self()
 	if err != nil {
 		return err
 	}
-	e.fdpassSocket = filepath.Join(e.dir, "fdpass.sock")
-	p, err := startProcess("fdpass", self, []string{ServeFDPassArg, e.fdpassSocket}, filepath.Join(e.dir, "fdpass.log"), nil)
+	socket := filepath.Join(e.dir, name+".sock")
+	path, args := self, []string{ServeFDPassArg, socket}
+	switch name {
+	case "fdpass":
+	case "fdpass-threads":
+		args[0] = ServeFDPassThreadsArg
+	case "fdpass-c", "fdpass-c-epoll":
+		if e.cFloor == "" {
+			if e.cFloor, err = buildCFloor(e.dir); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		design := "threads"
+		if name == "fdpass-c-epoll" {
+			design = "epoll"
+		}
+		path, args = e.cFloor, []string{design, socket}
+	default:
+		return fmt.Errorf("no floor server for mode %s", name)
+	}
+	p, err := startProcess(name, path, args, filepath.Join(e.dir, name+".log"), nil)
 	if err != nil {
 		return err
 	}
-	e.fdpass = p
-	return waitSocket(e.fdpassSocket, "unixpacket", p)
+	if e.floors == nil {
+		e.floors = map[string]*process{}
+	}
+	if e.floorSockets == nil {
+		e.floorSockets = map[string]string{}
+	}
+	e.floors[name], e.floorSockets[name] = p, socket
+	return waitSocket(socket, "unixpacket", p)
 }
 
 // startSink starts the TCP sink process on a listening socket made here.

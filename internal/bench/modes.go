@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -37,20 +38,38 @@ const (
 	needFDPass
 	needShared
 	needClearwaterPeer
+	needCC // a C compiler, to build the C floor
 )
 
 // modes in the order they run for each number of clients: each floor next
 // to the modes compared with it, so that they see the same machine.
 var modes = []*mode{
 	{name: "direct-connect", roundTrips: 0, uses: needSink, newClient: newDirectConnect},
-	{name: "connect", floor: "direct-connect", roundTrips: 1, uses: needSink | needDaemon, newClient: newConnect},
-	{name: "clearwater", floor: "direct-connect", roundTrips: 1, uses: needSink | needDaemon | needClearwater, newClient: newClearwater},
-	{name: "clearwater-peer", floor: "direct-connect", roundTrips: 1, uses: needSink | needClearwaterPeer, newClient: newClearwaterPeer},
-	{name: "fdpass", roundTrips: 1, uses: needFDPass, newClient: newFDPass},
-	{name: "handoff", floor: "fdpass", roundTrips: 1, uses: needDaemon | needShared, newClient: newHandoff},
-	{name: "handoff-release", floor: "fdpass", roundTrips: 2, uses: needDaemon | needShared, newClient: newHandoffRelease},
-	{name: "pickup", floor: "fdpass", roundTrips: 2, uses: needDaemon | needShared, newClient: newPickup},
+	{name: "fdpass", roundTrips: 1, uses: needFDPass, newClient: fdPassClient("fdpass")},
+	{name: "fdpass-threads", roundTrips: 1, uses: needFDPass, newClient: fdPassClient("fdpass-threads")},
+	{name: "fdpass-c", roundTrips: 1, uses: needFDPass | needCC, newClient: fdPassClient("fdpass-c")},
+	{name: "fdpass-c-epoll", roundTrips: 1, uses: needFDPass | needCC, newClient: fdPassClient("fdpass-c-epoll")},
+	{name: "connect", floor: "connect-floor", roundTrips: 1, uses: needSink | needDaemon, newClient: newConnect},
+	{name: "clearwater", floor: "connect-floor", roundTrips: 1, uses: needSink | needDaemon | needClearwater, newClient: newClearwater},
+	{name: "clearwater-peer", floor: "connect-floor", roundTrips: 1, uses: needSink | needClearwaterPeer, newClient: newClearwaterPeer},
+	{name: "handoff", floor: "fdpass-floor", roundTrips: 1, uses: needDaemon | needShared, newClient: newHandoff},
+	{name: "handoff-release", floor: "fdpass-floor", roundTrips: 2, uses: needDaemon | needShared, newClient: newHandoffRelease},
+	{name: "pickup", floor: "fdpass-floor", roundTrips: 2, uses: needDaemon | needShared, newClient: newPickup},
 	{name: "direct-bind", roundTrips: 0, newClient: newDirectBind},
+}
+
+// derivedFloors are floors computed from the measured ones of the same
+// round and number of clients, never run themselves:
+//
+//   - fdpass-floor is the fastest of the fd-passing floors: the least any
+//     server here needs to answer a request with a descriptor.
+//   - connect-floor is a connect made directly and its descriptor passed
+//     on, one after the other: 1/(1/direct-connect + 1/fdpass-floor)
+//     operations per second. A brokered connect does both; it cannot beat
+//     their sum.
+var derivedFloors = map[string][]string{
+	"fdpass-floor":  {"fdpass", "fdpass-threads", "fdpass-c", "fdpass-c-epoll"},
+	"connect-floor": {"direct-connect", "fdpass-floor"},
 }
 
 // ModeNames lists the modes, in the order they run.
@@ -67,23 +86,36 @@ func ModeNames() []string {
 // (clearwater-peer) when none is named; asking for one by name without it
 // is an error.
 func selectModes(names []string, o *Options) ([]*mode, error) {
+	haveCC := cCompiler() != ""
+	var want map[string]bool
+	var addFloor func(string)
+	addFloor = func(f string) {
+		if parts, ok := derivedFloors[f]; ok {
+			for _, p := range parts {
+				addFloor(p)
+			}
+			return
+		}
+		want[f] = true
+	}
 	if len(names) == 0 || (len(names) == 1 && names[0] == "all") {
 		var out []*mode
 		for _, m := range modes {
-			if m.uses&needClearwaterPeer == 0 || o.ClearwaterPeer != "" {
+			if (m.uses&needClearwaterPeer == 0 || o.ClearwaterPeer != "") && (m.uses&needCC == 0 || haveCC) {
 				out = append(out, m)
 			}
 		}
 		return out, nil
 	}
-	want := map[string]bool{}
+	want = map[string]bool{}
+	named := map[string]bool{}
 	for _, n := range names {
 		found := false
 		for _, m := range modes {
 			if m.name == n {
-				want[n], found = true, true
+				want[n], named[n], found = true, true, true
 				if m.floor != "" {
-					want[m.floor] = true
+					addFloor(m.floor)
 				}
 			}
 		}
@@ -96,11 +128,31 @@ func selectModes(names []string, o *Options) ([]*mode, error) {
 	}
 	var out []*mode
 	for _, m := range modes {
-		if want[m.name] {
-			out = append(out, m)
+		if !want[m.name] {
+			continue
 		}
+		if m.uses&needCC != 0 && !haveCC {
+			if named[m.name] {
+				return nil, fmt.Errorf("mode %s builds a C program: no C compiler (install gcc, or set CC)", m.name)
+			}
+			continue // a floor part that cannot be had: the others stand
+		}
+		out = append(out, m)
 	}
 	return out, nil
+}
+
+// cCompiler returns the path of the C compiler ($CC, else cc), or "".
+func cCompiler() string {
+	cc := os.Getenv("CC")
+	if cc == "" {
+		cc = "cc"
+	}
+	p, err := exec.LookPath(cc)
+	if err != nil {
+		return ""
+	}
+	return p
 }
 
 // serverInfo names the process a mode's requests are served by.
@@ -115,8 +167,8 @@ func (m *mode) server(e *env) serverInfo {
 		return serverInfo{"sockfactoryd", e.daemonPID}
 	case m.uses&needClearwaterPeer != 0:
 		return serverInfo{"clearwater-peer", e.peerPID}
-	case m.uses&needFDPass != 0 && e.fdpass != nil:
-		return serverInfo{"fdpass", e.fdpass.pid()}
+	case m.uses&needFDPass != 0 && e.floors[m.name] != nil:
+		return serverInfo{m.name, e.floors[m.name].pid()}
 	}
 	return serverInfo{}
 }
@@ -322,30 +374,34 @@ func newDirectBind(*env) (op, closer, error) {
 // newFDPass is the handoff floor's client: one SOCK_SEQPACKET connection
 // to the minimal fd-passing server, each operation a 1-byte send and one
 // recvmsg of 1 byte and one fd, which it closes.
-func newFDPass(e *env) (op, closer, error) {
-	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, os.NewSyscallError("socket", err)
-	}
-	if err := setRecvTimeout(s); err != nil {
-		unix.Close(s)
-		return nil, nil, err
-	}
-	if err := unix.Connect(s, &unix.SockaddrUnix{Name: e.fdpassSocket}); err != nil {
-		unix.Close(s)
-		return nil, nil, os.NewSyscallError("connect", err)
-	}
-	req := []byte{1}
-	return setUp(func() error {
-		if _, err := unix.Write(s, req); err != nil {
-			return os.NewSyscallError("send", err)
-		}
-		fd, _, err := recvOneFD(s)
+// fdPassClient returns the client of the fdpass floor server of mode
+// name: one byte sent, one byte and one descriptor received, closed.
+func fdPassClient(name string) func(e *env) (op, closer, error) {
+	return func(e *env) (op, closer, error) {
+		s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("fdpass reply: %w", err)
+			return nil, nil, os.NewSyscallError("socket", err)
 		}
-		return unix.Close(fd)
-	}, func() { unix.Close(s) })
+		if err := setRecvTimeout(s); err != nil {
+			unix.Close(s)
+			return nil, nil, err
+		}
+		if err := unix.Connect(s, &unix.SockaddrUnix{Name: e.floorSockets[name]}); err != nil {
+			unix.Close(s)
+			return nil, nil, os.NewSyscallError("connect", err)
+		}
+		req := []byte{1}
+		return setUp(func() error {
+			if _, err := unix.Write(s, req); err != nil {
+				return os.NewSyscallError("send", err)
+			}
+			fd, _, err := recvOneFD(s)
+			if err != nil {
+				return fmt.Errorf("%s reply: %w", name, err)
+			}
+			return unix.Close(fd)
+		}, func() { unix.Close(s) })
+	}
 }
 
 // recvTimeout bounds each blocking receive of the raw-syscall clients, so

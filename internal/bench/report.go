@@ -82,12 +82,19 @@ func writeRows(w io.Writer, results []Result, rounds bool) error {
 	}
 	fmt.Fprintln(tw, head)
 	for _, res := range results {
-		floor, ratio := "-", "-"
+		floor, ratio, p99 := "-", "-", "-"
 		if res.Floor != "" {
 			floor = res.Floor
 			if res.Ratio > 0 {
 				ratio = fmt.Sprintf("%.0f%%", 100*res.Ratio)
 			}
+			if res.FloorP99 > 0 {
+				p99 = fmt.Sprintf("%.2fx", res.P99/res.FloorP99)
+			}
+		}
+		name := res.Mode
+		if res.Of != "" {
+			name += " = " + res.Of
 		}
 		cpu, perOp, wake, calls := "-", "-", "-", "-"
 		if res.Server != "" {
@@ -103,8 +110,8 @@ func writeRows(w io.Writer, results []Result, rounds bool) error {
 		if rounds {
 			fmt.Fprintf(tw, "%d\t", res.Round)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			res.Mode, res.Clients, res.Held, res.Throughput, res.P50, res.P99, res.P999, res.Errors, cpu, perOp, wake, calls, floor, ratio)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			name, res.Clients, res.Held, res.Throughput, res.P50, res.P99, res.P999, res.Errors, cpu, perOp, wake, calls, floor, ratio, p99)
 	}
 	return tw.Flush()
 }
