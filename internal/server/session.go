@@ -16,6 +16,7 @@ import (
 	"github.com/sockfactory/sockfactory/internal/metrics"
 	"github.com/sockfactory/sockfactory/internal/peer"
 	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/rawsys"
 	"github.com/sockfactory/sockfactory/internal/registry"
 	"github.com/sockfactory/sockfactory/internal/wire"
 )
@@ -278,7 +279,7 @@ func (ss *session) readPacket() (*[]byte, int, error) {
 		)
 		err := ss.raw.Read(func(fd uintptr) bool {
 			bp = bufPool.Get().(*[]byte)
-			n, oobn, flags, _, recvErr = unix.Recvmsg(int(fd), *bp, oob[:], unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+			n, oobn, flags, recvErr = rawsys.Recvmsg(int(fd), *bp, oob[:], unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
 			if recvErr == unix.EAGAIN {
 				bufPool.Put(bp)
 				bp = nil
@@ -421,7 +422,15 @@ func (ss *session) reply(rep *wire.Reply, out handout) {
 		// and the line above must not hold Close for the write timeout.
 		ss.c.SetWriteDeadline(time.Now())
 	}
-	if _, _, err := ss.c.WriteMsgUnix(b, oob, nil); err != nil {
+	var sendErr error
+	err = ss.raw.Write(func(fd uintptr) bool {
+		_, sendErr = rawsys.Sendmsg(int(fd), b, oob, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		return sendErr != unix.EAGAIN // full: wait until writable, or the deadline
+	})
+	if err == nil {
+		err = sendErr
+	}
+	if err != nil {
 		if ss.ctx.Err() == nil {
 			ss.log.Info("client did not take its reply; closing connection", "id", rep.ID, "err", err)
 		}
