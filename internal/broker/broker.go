@@ -13,7 +13,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -98,33 +97,33 @@ type Outcome struct {
 // grant it at all the name is not resolved. The caller owns the returned
 // file. The returned Outcome names the granting rule even on a connect
 // failure, for the audit log.
-func Connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, conn *connector.Connector, n connector.Network, t Target, opts connector.Options) (*os.File, Outcome, error) {
+func Connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, conn *connector.Connector, n connector.Network, t Target, opts connector.Options) (connector.Sock, Outcome, error) {
 	var out Outcome
 	if t.IP.IsValid() && !n.Allows(t.IP) {
-		return nil, out, wire.Errorf(wire.CodeInvalidRequest, "address %s is not in network %s", t.IP, n)
+		return connector.Sock{}, out, wire.Errorf(wire.CodeInvalidRequest, "address %s is not in network %s", t.IP, n)
 	}
 	if !pol.Known(caller) {
-		return nil, out, wire.Errorf(wire.CodeDenied, "uid %d (gid %d) is granted nothing by this daemon's policy", caller.UID, caller.GID)
+		return connector.Sock{}, out, wire.Errorf(wire.CodeDenied, "uid %d (gid %d) is granted nothing by this daemon's policy", caller.UID, caller.GID)
 	}
 	var addrs []netip.Addr
 	if t.IP.IsValid() {
 		d := pol.ConnectIP(caller, t.IP, t.Port)
 		if !d.Allowed {
-			return nil, out, wire.Errorf(wire.CodeDenied, "policy grants uid %d no connect to %s", caller.UID, t)
+			return connector.Sock{}, out, wire.Errorf(wire.CodeDenied, "policy grants uid %d no connect to %s", caller.UID, t)
 		}
 		out.Rule = d.Rule
 		addrs = []netip.Addr{t.IP}
 	} else {
 		d := pol.ConnectName(caller, t.Host, t.Port)
 		if !d.Allowed && !pol.ConnectAnyIP(caller, t.Port) {
-			return nil, out, wire.Errorf(wire.CodeDenied, "policy grants uid %d no connect to %s", caller.UID, t)
+			return connector.Sock{}, out, wire.Errorf(wire.CodeDenied, "policy grants uid %d no connect to %s", caller.UID, t)
 		}
 		if opts.Wait != nil {
 			opts.Wait()
 		}
 		resolved, err := conn.ResolveWith(ctx, opts.Resolver, n, t.Host)
 		if err != nil {
-			return nil, out, resolveError(t.Host, err)
+			return connector.Sock{}, out, resolveError(t.Host, err)
 		}
 		out.Rule = d.Rule
 		addrs = resolved
@@ -138,7 +137,7 @@ func Connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, con
 				}
 			}
 			if len(addrs) == 0 {
-				return nil, out, wire.Errorf(wire.CodeDenied, "policy grants uid %d no connect to %s: none of its addresses %v is granted", caller.UID, t, resolved)
+				return connector.Sock{}, out, wire.Errorf(wire.CodeDenied, "policy grants uid %d no connect to %s: none of its addresses %v is granted", caller.UID, t, resolved)
 			}
 		}
 	}
@@ -151,11 +150,11 @@ func Connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, con
 		}
 	}
 	if len(aps) == 0 {
-		return nil, out, wire.Errorf(wire.CodeDenied, "every address of %s %v is on the daemon's deny list", t, addrs)
+		return connector.Sock{}, out, wire.Errorf(wire.CodeDenied, "every address of %s %v is on the daemon's deny list", t, addrs)
 	}
 	f, res, err := conn.Connect(ctx, n, aps, opts)
 	if err != nil {
-		return nil, out, connectError(t, err)
+		return connector.Sock{}, out, connectError(t, err)
 	}
 	out.Local, out.Remote = res.Local, res.Remote
 	return f, out, nil

@@ -163,10 +163,11 @@ func dialIn(ctx context.Context, network, address string) (net.Conn, error) {
 		return nil, err
 	}
 	var c connector.Connector
-	f, _, err := c.Connect(ctx, n, []netip.AddrPort{ap}, connector.Options{Socket: t.Socket})
+	sk, _, err := c.Connect(ctx, n, []netip.AddrPort{ap}, connector.Options{Socket: t.Socket})
 	if err != nil {
 		return nil, err
 	}
+	f := sk.File("dns:" + address)
 	defer f.Close()
 	return net.FileConn(f)
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/sockfactory/sockfactory/internal/connector"
 	"github.com/sockfactory/sockfactory/internal/peer"
 	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/rawsys"
 	"github.com/sockfactory/sockfactory/internal/wire"
 )
 
@@ -394,7 +395,8 @@ func (a *acceptor) accept() (fd int, queued bool, err error) {
 	err = a.rc.Read(func(s uintptr) bool {
 		// Straight accept4 with no address: nothing is parsed or
 		// allocated, and a UNIX peer has no useful address anyway.
-		r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, s, 0, 0, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0, 0)
+		// The listener is non-blocking: the call never waits (rawsys).
+		r, e := rawsys.Accept4(int(s), unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
 		if e == unix.EAGAIN {
 			if n := a.loops.Load(); n > 1 && a.loops.CompareAndSwap(n, n-1) {
 				aerr = errIdle
@@ -403,8 +405,8 @@ func (a *acceptor) accept() (fd int, queued bool, err error) {
 			queued = false
 			return false
 		}
-		fd, aerr = int(r), nil
-		if e != 0 {
+		fd, aerr = r, nil
+		if e != nil {
 			fd, aerr = -1, os.NewSyscallError("accept4", e)
 		}
 		return true
@@ -440,7 +442,7 @@ func (c *conn) poller(l *Listener) *os.File {
 
 func (c *conn) close(l *Listener) {
 	if c.f == nil {
-		unix.Close(c.fd)
+		rawsys.Close(c.fd)
 		return
 	}
 	l.mu.Lock()
@@ -580,7 +582,7 @@ func (l *Listener) serveConn(c *conn, buf []byte, wait func()) {
 		return
 	}
 	defer f.Close()
-	if err := sendSocket(c.fd, int(f.Fd())); err != nil {
+	if err := sendSocket(c.fd, f.FD()); err != nil {
 		code = wire.CodeInternal
 		l.audit(slog.LevelInfo, "fail", &caller, slog.String("request", req), slog.String("code", string(code)), slog.String("err", "client left before the reply: "+err.Error()), slog.Int64("ms", took))
 		return
@@ -602,7 +604,7 @@ func sendSocket(c, fd int) error {
 	h.Level, h.Type = unix.SOL_SOCKET, unix.SCM_RIGHTS
 	h.SetLen(unix.CmsgLen(4))
 	*(*int32)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = int32(fd)
-	_, err := unix.SendmsgN(c, reply, oob[:unix.CmsgSpace(4)], nil, unix.MSG_NOSIGNAL)
+	_, err := rawsys.Sendmsg(c, reply, oob[:unix.CmsgSpace(4)], unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 	if err != nil {
 		return os.NewSyscallError("sendmsg", err)
 	}
@@ -659,18 +661,18 @@ func (l *Listener) leave(uid uint32) {
 // original's: a name must itself be on the list. Otherwise a client in one
 // namespace could make the daemon look up names of its choosing from the
 // other (the broker would resolve a name to test its addresses).
-func (l *Listener) connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, n connector.Network, t broker.Target, opts connector.Options) (*os.File, broker.Outcome, error) {
+func (l *Listener) connect(ctx context.Context, pol *policy.Policy, caller *policy.Caller, n connector.Network, t broker.Target, opts connector.Options) (connector.Sock, broker.Outcome, error) {
 	sc := broker.Scope{Caller: *caller}
 	if l.opts.Netns != "" {
 		var err error
 		if sc, err = l.opts.Namespaces.Scope(pol, caller, l.opts.Netns, nil); err != nil {
-			return nil, broker.Outcome{}, err
+			return connector.Sock{}, broker.Outcome{}, err
 		}
 		opts = l.opts.Namespaces.ConnectOptions(&sc, opts)
 	}
 	c := &sc.Caller
 	if !t.IP.IsValid() && pol.Known(c) && !pol.ConnectName(c, t.Host, t.Port).Allowed {
-		return nil, broker.Outcome{}, wire.Errorf(wire.CodeDenied, "%s is not an allowed host", t)
+		return connector.Sock{}, broker.Outcome{}, wire.Errorf(wire.CodeDenied, "%s is not an allowed host", t)
 	}
 	f, out, err := broker.Connect(ctx, pol, c, l.opts.Connector, n, t, opts)
 	out.Netns = sc.Target
@@ -683,7 +685,7 @@ func (l *Listener) connect(ctx context.Context, pol *policy.Policy, caller *poli
 // yet is wait called and the read made through the poller, bounded by the
 // read timeout.
 func (l *Listener) readRequest(c *conn, buf []byte, wait func()) (string, error) {
-	n, err := unix.Read(c.fd, buf)
+	n, err := rawsys.Read(c.fd, buf) // non-blocking
 	if err == unix.EAGAIN {
 		wait()
 		n, err = l.readWaiting(c, buf)

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockfactory/sockfactory/internal/rawsys"
 )
 
 // Network is a parsed network name.
@@ -104,6 +106,44 @@ type Result struct {
 	Local, Remote netip.AddrPort
 }
 
+// Sock is a connected socket's descriptor, owned by whoever holds it: it
+// passes it on, then closes it. The zero Sock holds nothing. It is not an
+// *os.File because a file costs two system calls more per connection
+// (os.NewFile asks the descriptor's flags, and its Close goes through the
+// scheduler's syscall bookkeeping, which wakes the runtime's monitor
+// thread on an idle daemon: see internal/rawsys).
+type Sock struct {
+	fd    int32
+	valid bool
+}
+
+// FD returns the descriptor, or -1 for the zero Sock.
+func (s Sock) FD() int {
+	if !s.valid {
+		return -1
+	}
+	return int(s.fd)
+}
+
+// Close closes the descriptor; the zero Sock closes nothing.
+func (s Sock) Close() error {
+	if !s.valid {
+		return nil
+	}
+	return rawsys.Close(int(s.fd))
+}
+
+// File hands the descriptor to an *os.File named name, which owns it from
+// then on; nil for the zero Sock.
+func (s Sock) File(name string) *os.File {
+	if !s.valid {
+		return nil
+	}
+	return os.NewFile(uintptr(s.fd), name)
+}
+
+func sockOf(fd int) Sock { return Sock{fd: int32(fd), valid: true} }
+
 // Resolve returns the addresses of host in the network's family, IPv4-mapped
 // addresses unmapped and duplicates removed, in the resolver's order. A
 // lookup failure is returned as a *net.DNSError.
@@ -168,9 +208,9 @@ func contains(s []netip.Addr, a netip.Addr) bool {
 // past ctx's deadline). On success the caller owns the returned file. When
 // every attempt fails, the error is the first one that was not a timeout, or
 // a timeout error if all timed out; errno stays reachable with errors.Is.
-func (c *Connector) Connect(ctx context.Context, n Network, addrs []netip.AddrPort, opts Options) (*os.File, Result, error) {
+func (c *Connector) Connect(ctx context.Context, n Network, addrs []netip.AddrPort, opts Options) (Sock, Result, error) {
 	if len(addrs) == 0 {
-		return nil, Result{}, errors.New("no addresses to connect to")
+		return Sock{}, Result{}, errors.New("no addresses to connect to")
 	}
 	minAttempt := c.MinAttempt
 	if minAttempt <= 0 {
@@ -185,10 +225,10 @@ func (c *Connector) Connect(ctx context.Context, n Network, addrs []netip.AddrPo
 			break
 		}
 		actx, cancel := attemptContext(ctx, len(addrs)-i, minAttempt)
-		f, res, err := dialOne(actx, n.Proto, ap, opts)
+		sk, res, err := dialOne(actx, n.Proto, ap, opts)
 		cancel()
 		if err == nil {
-			return f, res, nil
+			return sk, res, nil
 		}
 		if IsTimeout(err) {
 			if timeoutErr == nil {
@@ -199,9 +239,9 @@ func (c *Connector) Connect(ctx context.Context, n Network, addrs []netip.AddrPo
 		}
 	}
 	if firstErr != nil {
-		return nil, Result{}, firstErr
+		return Sock{}, Result{}, firstErr
 	}
-	return nil, Result{}, timeoutErr
+	return Sock{}, Result{}, timeoutErr
 }
 
 // attemptContext gives one of n remaining attempts its share of ctx's time.
@@ -231,29 +271,31 @@ func IsTimeout(err error) bool {
 // make: socket, a non-blocking connect, and for one not finished at once
 // (any remote peer) a wait in Go's poller bounded by ctx. The socket is then
 // set blocking, with socket(2)'s default options, as the receiver expects.
-// A connect to loopback is complete by the time connect returns, so that
-// case costs a poll(2) of no time instead of a trip through the poller.
-func dialOne(ctx context.Context, proto string, ap netip.AddrPort, opts Options) (*os.File, Result, error) {
-	f, res, err := dialOnce(ctx, proto, ap, opts)
+// A connect to this host has finished by the time connect returns, so that
+// case costs a second connect of no time instead of a trip through the
+// poller. The calls that cannot block are made through internal/rawsys.
+func dialOne(ctx context.Context, proto string, ap netip.AddrPort, opts Options) (Sock, Result, error) {
+	sk, res, err := dialOnce(ctx, proto, ap, opts)
 	if err == nil && proto == "tcp" && res.Local == res.Remote {
 		// A connect to a free local port in the ephemeral range can be
 		// given that very port and connect to itself (TCP simultaneous
 		// open). No listener answered: try once more, as Go's dialer
 		// does, and call a second such outcome a refusal.
-		f.Close()
-		if f, res, err = dialOnce(ctx, proto, ap, opts); err == nil && res.Local == res.Remote {
-			f.Close()
-			return nil, Result{}, &net.OpError{Op: "dial", Net: proto, Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+		sk.Close()
+		if sk, res, err = dialOnce(ctx, proto, ap, opts); err == nil && res.Local == res.Remote {
+			sk.Close()
+			return Sock{}, Result{}, &net.OpError{Op: "dial", Net: proto, Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
 		}
 	}
-	return f, res, err
+	return sk, res, err
 }
 
 // dialOnce makes one connect attempt of dialOne.
-func dialOnce(ctx context.Context, proto string, ap netip.AddrPort, opts Options) (*os.File, Result, error) {
-	family, sa, err := sockaddr(ap)
+func dialOnce(ctx context.Context, proto string, ap netip.AddrPort, opts Options) (Sock, Result, error) {
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	family, zone, err := familyZone(ap.Addr())
 	if err != nil {
-		return nil, Result{}, err
+		return Sock{}, Result{}, err
 	}
 	typ := unix.SOCK_STREAM
 	if proto == "udp" {
@@ -262,41 +304,39 @@ func dialOnce(ctx context.Context, proto string, ap netip.AddrPort, opts Options
 	var fd int
 	if opts.Socket != nil {
 		fd, err = opts.Socket(family, typ|unix.SOCK_NONBLOCK, 0)
-	} else if fd, err = unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0); err != nil {
+	} else if fd, err = rawsys.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0); err != nil {
 		err = os.NewSyscallError("socket", err)
 	}
 	if err != nil {
-		return nil, Result{}, err
+		return Sock{}, Result{}, err
 	}
-	err = unix.Connect(fd, sa)
+	err = rawsys.Connect(fd, ap, zone)
 	switch err {
 	case nil:
 	case unix.EINPROGRESS, unix.EINTR: // interrupted, it goes on
-		fd, err = waitConnected(ctx, fd, sa, opts.Wait)
+		fd, err = waitConnected(ctx, fd, ap, zone, opts.Wait)
 	default:
 		err = os.NewSyscallError("connect", err)
 	}
 	if err != nil {
 		if fd >= 0 {
-			unix.Close(fd)
+			rawsys.Close(fd)
 		}
 		var addr net.Addr = net.TCPAddrFromAddrPort(ap)
 		if proto == "udp" {
 			addr = net.UDPAddrFromAddrPort(ap)
 		}
-		return nil, Result{}, &net.OpError{Op: "dial", Net: proto, Addr: addr, Err: err}
+		return Sock{}, Result{}, &net.OpError{Op: "dial", Net: proto, Addr: addr, Err: err}
 	}
 	res := Result{Remote: ap}
-	// syscall's Getsockname, not x/sys's: that one asks SO_PROTOCOL of
-	// every AF_INET socket (to tell L2TP apart), one more system call.
-	if lsa, err := syscall.Getsockname(fd); err == nil {
-		res.Local = fromSyscallSockaddr(lsa)
+	if local, err := rawsys.Getsockname(fd); err == nil {
+		res.Local = local
 	}
 	if err := prepare(fd, opts); err != nil {
-		unix.Close(fd)
-		return nil, Result{}, err
+		rawsys.Close(fd)
+		return Sock{}, Result{}, err
 	}
-	return os.NewFile(uintptr(fd), "sockfactory:"+proto+":"+ap.String()), res, nil
+	return sockOf(fd), res, nil
 }
 
 // waitConnected waits for fd's connect to finish, within ctx, and returns
@@ -304,12 +344,12 @@ func dialOnce(ctx context.Context, proto string, ap netip.AddrPort, opts Options
 // waits in Go's poller; fd then comes back as a duplicate of itself, the
 // original closed to leave the poller. wait, if set, is called before
 // waiting.
-func waitConnected(ctx context.Context, fd int, sa unix.Sockaddr, wait func()) (int, error) {
+func waitConnected(ctx context.Context, fd int, ap netip.AddrPort, zone uint32, wait func()) (int, error) {
 	// A second connect tells at once, in one call, how the first is
 	// doing: EISCONN when it has finished (a connect to this host has, by
 	// the time the first returns), the connect's own error when it failed,
 	// EALREADY while it is under way.
-	switch err := unix.Connect(fd, sa); err {
+	switch err := rawsys.Connect(fd, ap, zone); err {
 	case unix.EISCONN, nil:
 		return fd, nil
 	case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
@@ -376,44 +416,31 @@ func soError(fd int) error {
 	return nil
 }
 
-// sockaddr returns the socket family and address for ap. IPv4-mapped IPv6
-// addresses are connected to as IPv4; a zone names the interface of a
-// link-local IPv6 address.
-func sockaddr(ap netip.AddrPort) (int, unix.Sockaddr, error) {
-	a := ap.Addr().Unmap()
+// familyZone returns the socket family for a (unmapped), and for a
+// link-local IPv6 address with a zone the index of the zone's interface.
+func familyZone(a netip.Addr) (int, uint32, error) {
 	if a.Is4() {
-		return unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}, nil
+		return unix.AF_INET, 0, nil
 	}
-	sa := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
 	if z := a.Zone(); z != "" {
 		ifi, err := net.InterfaceByName(z)
 		if err != nil {
-			return 0, nil, fmt.Errorf("zone of %s: %w", ap, err)
+			return 0, 0, fmt.Errorf("zone of %s: %w", a, err)
 		}
-		sa.ZoneId = uint32(ifi.Index)
+		return unix.AF_INET6, uint32(ifi.Index), nil
 	}
-	return unix.AF_INET6, sa, nil
-}
-
-func fromSyscallSockaddr(sa syscall.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *syscall.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
+	return unix.AF_INET6, 0, nil
 }
 
 // prepare makes fd blocking and applies the options. The socket has
 // socket(2)'s defaults otherwise: nothing else was set on it.
 func prepare(fd int, opts Options) error {
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_RDWR); err != nil {
+	if err := rawsys.SetBlocking(fd); err != nil {
 		return os.NewSyscallError("fcntl F_SETFL", err)
 	}
 	if opts.SendTimeout > 0 {
 		tv := unix.NsecToTimeval(opts.SendTimeout.Nanoseconds())
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		if err := rawsys.SetSendTimeout(fd, tv); err != nil {
 			return os.NewSyscallError("setsockopt SO_SNDTIMEO", err)
 		}
 	}

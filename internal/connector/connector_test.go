@@ -42,7 +42,7 @@ func TestConnectDeliversPlainSocket(t *testing.T) {
 	if res.Remote != srv {
 		t.Errorf("remote %v; want %v", res.Remote, srv)
 	}
-	fd := int(f.Fd())
+	fd := f.FD()
 	fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	fdfl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
 	tv, err := unix.GetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO)
@@ -78,7 +78,7 @@ func TestConnectUDPNoBroadcast(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if got := getInt(t, int(f.Fd()), unix.SOL_SOCKET, unix.SO_BROADCAST); got != 0 {
+	if got := getInt(t, f.FD(), unix.SOL_SOCKET, unix.SO_BROADCAST); got != 0 {
 		t.Errorf("SO_BROADCAST: got %d; want 0", got)
 	}
 }
@@ -177,7 +177,7 @@ func TestConnectInProgress(t *testing.T) {
 	if res.Remote != ap || !res.Local.Addr().IsLoopback() || res.Local.Port() == 0 {
 		t.Errorf("result %+v: want remote %v and a loopback local address", res, ap)
 	}
-	fd := int(f.Fd())
+	fd := f.FD()
 	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK != 0 {
 		t.Errorf("delivered socket flags %#x, %v: want blocking", fl, err)
 	}

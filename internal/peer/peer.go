@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockfactory/sockfactory/internal/policy"
+	"github.com/sockfactory/sockfactory/internal/rawsys"
 )
 
 // Credentials returns the peer's uid, gid, pid and, where the kernel reports
@@ -39,7 +40,7 @@ func Credentials(c *net.UnixConn) (policy.Caller, error) {
 // its supplementary groups when groups is set (one more system call: a
 // front door whose rules match no group does without).
 func FromFD(fd int, groups bool) (policy.Caller, error) {
-	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	cred, err := rawsys.PeerCred(fd) // getsockopt never waits
 	if err != nil {
 		return policy.Caller{}, fmt.Errorf("reading peer credentials: %w", os.NewSyscallError("getsockopt SO_PEERCRED", err))
 	}

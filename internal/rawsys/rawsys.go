@@ -21,6 +21,7 @@
 package rawsys
 
 import (
+	"net/netip"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -97,4 +98,104 @@ func DupCloexec(fd int) (int, error) {
 		return -1, errnoErr(e)
 	}
 	return int(r), nil
+}
+
+// Read is read(2) on a non-blocking descriptor.
+func Read(fd int, p []byte) (int, error) {
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, errnoErr(e)
+	}
+	return int(r), nil
+}
+
+// Accept4 is accept4(2) on a non-blocking listening socket, not asking
+// for the peer's address.
+func Accept4(fd, flags int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, uintptr(flags), 0, 0)
+	if e != 0 {
+		return -1, errnoErr(e)
+	}
+	return int(r), nil
+}
+
+// Socket is socket(2); typ must include SOCK_NONBLOCK for the calls below
+// to stay non-blocking.
+func Socket(domain, typ, proto int) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(domain), uintptr(typ), uintptr(proto))
+	if e != 0 {
+		return -1, errnoErr(e)
+	}
+	return int(r), nil
+}
+
+// Connect is connect(2) of a non-blocking socket to ap (IPv4, or IPv6
+// with zone, the interface index of a link-local address).
+func Connect(fd int, ap netip.AddrPort, zone uint32) error {
+	var e unix.Errno
+	a := ap.Addr()
+	if a.Is4() {
+		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.As4()}
+		putPort(&sa.Port, ap.Port())
+		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	} else {
+		sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.As16(), Scope_id: zone}
+		putPort(&sa.Port, ap.Port())
+		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	}
+	return errnoErr(e)
+}
+
+// putPort stores port in network byte order.
+func putPort(dst *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(dst))
+	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+// Getsockname returns the local address of an IPv4 or IPv6 socket.
+func Getsockname(fd int) (netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unsafe.Sizeof(rsa))
+	_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)))
+	if e != 0 {
+		return netip.AddrPort{}, errnoErr(e)
+	}
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1])), nil
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(p[0])<<8|uint16(p[1])), nil
+	}
+	return netip.AddrPort{}, unix.EAFNOSUPPORT
+}
+
+// SetBlocking clears O_NONBLOCK (and every other status flag) on fd.
+func SetBlocking(fd int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_FCNTL, uintptr(fd), unix.F_SETFL, unix.O_RDWR)
+	return errnoErr(e)
+}
+
+// PeerCred returns the credentials of a UNIX socket's peer
+// (SO_PEERCRED).
+func PeerCred(fd int) (unix.Ucred, error) {
+	var c unix.Ucred
+	n := uint32(unsafe.Sizeof(c))
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_PEERCRED,
+		uintptr(unsafe.Pointer(&c)), uintptr(unsafe.Pointer(&n)), 0)
+	return c, errnoErr(e)
+}
+
+// SetSendTimeout sets SO_SNDTIMEO on fd.
+func SetSendTimeout(fd int, tv unix.Timeval) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_SNDTIMEO,
+		uintptr(unsafe.Pointer(&tv)), unsafe.Sizeof(tv), 0)
+	return errnoErr(e)
 }

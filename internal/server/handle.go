@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"log/slog"
-	"os"
 	"syscall"
 	"time"
 
@@ -59,7 +58,7 @@ func (ss *session) dispatch(req *wire.Request, wait func()) (*wire.Reply, handou
 			return rep, handout{}
 		}
 		rep.Connect = &wire.ConnectResult{Local: out.Local.String(), Remote: out.Remote.String()}
-		return rep, handout{file: f}
+		return rep, handout{sock: f}
 	case wire.OpHello:
 		if err := ss.hello(req.Hello); err != nil {
 			rep.Error = toWire(err)
@@ -119,14 +118,14 @@ func (ss *session) dispatch(req *wire.Request, wait func()) (*wire.Reply, handou
 }
 
 // connect parses a connect request and hands it to the broker.
-func (ss *session) connect(r *wire.ConnectRequest, wait func()) (*os.File, broker.Outcome, error) {
+func (ss *session) connect(r *wire.ConnectRequest, wait func()) (connector.Sock, broker.Outcome, error) {
 	n, err := connector.ParseNetwork(r.Network)
 	if err != nil {
-		return nil, broker.Outcome{}, wire.Errorf(wire.CodeInvalidRequest, "%v", err)
+		return connector.Sock{}, broker.Outcome{}, wire.Errorf(wire.CodeInvalidRequest, "%v", err)
 	}
 	t, err := broker.ParseTarget(r.Address)
 	if err != nil {
-		return nil, broker.Outcome{}, err
+		return connector.Sock{}, broker.Outcome{}, err
 	}
 	timeout := ss.s.timeout
 	if r.TimeoutMS > 0 && r.TimeoutMS < timeout.Milliseconds() { // compared in ms: no overflow
@@ -135,7 +134,7 @@ func (ss *session) connect(r *wire.ConnectRequest, wait func()) (*os.File, broke
 	pol := ss.s.policy.Load()
 	sc, err := ss.s.namespaces.Scope(pol, &ss.caller, r.Netns, ss.raw)
 	if err != nil {
-		return nil, broker.Outcome{}, err
+		return connector.Sock{}, broker.Outcome{}, err
 	}
 	ctx, cancel := context.WithTimeout(ss.ctx, timeout)
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockfactory/sockfactory/internal/connector"
 	"github.com/sockfactory/sockfactory/internal/metrics"
 	"github.com/sockfactory/sockfactory/internal/peer"
 	"github.com/sockfactory/sockfactory/internal/policy"
@@ -359,6 +360,7 @@ func (ss *session) fail(req *wire.Request, e error) {
 type handout struct {
 	file *os.File
 	lent *registry.Grant
+	sock connector.Sock // a connected socket, closed once sent
 }
 
 // lent is the handout of g, a grant the server always asks to lend: its
@@ -377,7 +379,7 @@ func (h handout) fd() int {
 	case h.lent != nil:
 		return h.lent.FD
 	}
-	return -1
+	return h.sock.FD()
 }
 
 // done closes or gives back the descriptor.
@@ -388,6 +390,7 @@ func (h handout) done(r *registry.Registry) {
 	if h.lent != nil {
 		r.Return(h.lent)
 	}
+	h.sock.Close()
 }
 
 // reply writes one reply packet, with out's descriptor as its control data
