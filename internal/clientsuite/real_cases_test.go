@@ -272,8 +272,10 @@ var realCases = []testCase{
 		if st := x.d.byToken(t, tok); st == nil || st.Linger != lingerTime {
 			t.Fatalf("status after bind: %+v, want linger %v", st, lingerTime)
 		}
-		p.kill()
+		// Taken before the kill: the daemon may see the connection end
+		// before kill returns, and cannot before it is sent.
 		killed := time.Now()
+		p.kill()
 		lingered := false
 		if !poll(lingerTime+10*time.Second, func() bool {
 			st := x.d.byAddr(t, "tcp", addr)
