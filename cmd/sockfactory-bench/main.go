@@ -74,6 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.ClearwaterSocket, "clearwater-socket", "", "Clearwater listener `path` of the daemon given with -socket")
 	fs.StringVar(&o.Daemon, "daemon", "", "sockfactoryd `binary` to start (default: next to this program, else go build)")
 	fs.StringVar(&o.DaemonLogLevel, "daemon-log-level", "", "the started daemon's -log-level (default: its own, info)")
+	fs.BoolVar(&o.DaemonMetrics, "daemon-metrics", false, "turn the started daemon's Prometheus metrics on ([metrics] listen on a UNIX socket), to measure what counting costs")
 	fs.IntVar(&o.Repeat, "repeat", 1, "run every mode this `many` times, in rounds, and add medians")
 	fs.StringVar(&held, "held", "", "comma-separated ascending `levels` of held sockets to run the modes at (e.g. 10,100000)")
 	fs.IntVar(&o.IdleConns, "idle-conns", 0, "measure daemon memory per idle connection with this `many` connections")

@@ -62,6 +62,10 @@ type Options struct {
 	// DaemonLogLevel is passed to the daemon as -log-level; empty means
 	// the daemon's default (info: one audit line per request).
 	DaemonLogLevel string
+	// DaemonMetrics turns the started daemon's Prometheus metrics on
+	// ([metrics] listen on a UNIX socket in the tool's directory), to
+	// measure what counting costs.
+	DaemonMetrics bool
 	// Held lists numbers of bound sockets to hold before running the
 	// modes, ascending: the modes run once per level, floors only at the
 	// first. Empty means no held sockets beyond the one shared socket the
@@ -174,6 +178,8 @@ type Report struct {
 	Daemon string `json:"daemon"`
 	// DaemonLogLevel is the daemon's log level ("" for its default).
 	DaemonLogLevel string `json:"daemon_log_level,omitempty"`
+	// DaemonMetrics says the daemon counted for Prometheus.
+	DaemonMetrics bool `json:"daemon_metrics,omitempty"`
 	// Duration, Requests and Warmup are the run parameters.
 	Duration float64 `json:"duration_s,omitempty"`
 	Requests int     `json:"requests,omitempty"`
@@ -256,7 +262,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	defer e.close()
 
-	rep := &Report{Machine: describeMachine(), Daemon: e.daemonDesc, DaemonLogLevel: o.DaemonLogLevel, Warmup: max(o.Warmup, 0).Seconds()}
+	rep := &Report{Machine: describeMachine(), Daemon: e.daemonDesc, DaemonLogLevel: o.DaemonLogLevel, DaemonMetrics: o.DaemonMetrics, Warmup: max(o.Warmup, 0).Seconds()}
 	rep.SinkScheduling = e.sinkSched
 	if o.Requests > 0 {
 		rep.Requests = o.Requests
@@ -461,7 +467,7 @@ func summarize(results []Result) []Result {
 				of = append(of, r.Of)
 			}
 		}
-		s.Of = strings.Join(of, " | ")
+		s.Of = strings.Join(of, " or ")
 		s.WakeupsPerOp = med(func(r *Result) float64 { return r.WakeupsPerOp })
 		s.SyscallsPerOp = med(func(r *Result) float64 { return r.SyscallsPerOp })
 		out = append(out, s)

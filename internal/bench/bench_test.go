@@ -184,7 +184,7 @@ func TestRatiosAndSummary(t *testing.T) {
 		if sum[i].Mode == "handoff" {
 			h = &sum[i]
 		}
-		if sum[i].Mode == "fdpass-floor" && sum[i].Of != "fdpass-c | fdpass-threads" {
+		if sum[i].Mode == "fdpass-floor" && sum[i].Of != "fdpass-c or fdpass-threads" {
 			t.Errorf("fdpass-floor summary made of %q, want both floors that stood for it", sum[i].Of)
 		}
 	}

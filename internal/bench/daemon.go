@@ -248,7 +248,13 @@ func (e *env) startDaemon(ctx context.Context, uses need) error {
 	e.socket = filepath.Join(e.dir, "sockfactoryd.sock")
 	e.cwSocket = filepath.Join(e.dir, "clearwater.sock")
 	conf := filepath.Join(e.dir, "sockfactoryd.toml")
-	if err := os.WriteFile(conf, []byte(daemonConfig(os.Getuid(), e.socket, e.cwSocket)), 0o600); err != nil {
+	doc := daemonConfig(os.Getuid(), e.socket, e.cwSocket)
+	if e.o.DaemonMetrics {
+		// Counted as the daemon counts for Prometheus; the listener is a
+		// UNIX socket nobody scrapes, so only the counting is measured.
+		doc += fmt.Sprintf("\n[metrics]\nlisten = %q\n", filepath.Join(e.dir, "metrics.sock"))
+	}
+	if err := os.WriteFile(conf, []byte(doc), 0o600); err != nil {
 		return err
 	}
 	args := []string{"-config", conf}

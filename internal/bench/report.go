@@ -24,6 +24,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.DaemonLogLevel != "" {
 		fmt.Fprintf(w, " (log level %s)", r.DaemonLogLevel)
 	}
+	if r.DaemonMetrics {
+		fmt.Fprint(w, " (metrics on)")
+	}
 	if r.Requests > 0 {
 		fmt.Fprintf(w, "; %d operations per run after %.1fs warm-up\n\n", r.Requests, r.Warmup)
 	} else {
