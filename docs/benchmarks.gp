@@ -34,6 +34,7 @@ plot data("direct-connect") using 1:2 with linespoints lw 2 pt 7 dt 2 lc rgb "#4
      data("clearwater-peer") using 1:2 with linespoints lw 2 pt 11 dt 4 lc rgb "#8c564b" title "clearwater-peer (the daemon given)"
 
 set title "Bound sockets: cached handoff vs the fd-passing floors"
+set key bottom right
 plot data("fdpass-floor") using 1:2 with linespoints lw 3 pt 7 dt 2 lc rgb "#000000" title "floor: the fastest fd-passing server", \
      data("fdpass-c") using 1:2 with linespoints lw 1 pt 6 dt 3 lc rgb "#444444" title "fdpass-c (C, thread per connection)", \
      data("fdpass-threads") using 1:2 with linespoints lw 1 pt 8 dt 3 lc rgb "#777777" title "fdpass-threads (Go, raw calls)", \
