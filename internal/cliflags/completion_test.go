@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sockfactory/sockfactory/internal/testnet"
 )
 
 const bashScript = "contrib/completion/sockfactory.bash"
@@ -15,7 +17,7 @@ func bash(t *testing.T) string {
 	t.Helper()
 	b, err := exec.LookPath("bash")
 	if err != nil {
-		t.Skip("bash not installed")
+		testnet.SkipOrFail(t, "bash not installed: apt-get install bash")
 	}
 	return b
 }
