@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -248,7 +249,9 @@ func TestDaemonSet(t *testing.T) {
 				t.Errorf("daemonset: %s probe runs %q, want the CLI's status (sockfactory [--socket PATH] status)", name, cmd)
 			}
 		case p.HTTPGet != nil:
-			// The metrics listener's /metrics, once the daemon has one.
+			if p.HTTPGet.Path != "/healthz" {
+				t.Errorf("daemonset: %s probe gets %q, want the metrics listener's /healthz", name, p.HTTPGet.Path)
+			}
 		default:
 			t.Errorf("daemonset: %s probe is neither exec nor httpGet", name)
 		}
@@ -272,6 +275,7 @@ func TestDaemonSet(t *testing.T) {
 	if cfg.SocketGID >= 0 && int64(cfg.SocketGID) != gid && !slices.Contains(groups, int64(cfg.SocketGID)) {
 		t.Errorf("socket_group %d is not a group of the daemon (gid %d, groups %v): it could not give the socket that group", cfg.SocketGID, gid, groups)
 	}
+	checkMetrics(t, ds, c, cfg.MetricsListen)
 	if !cfg.Policy.Admin(&policy.Caller{UID: uint32(uid), GID: uint32(gid)}) {
 		t.Errorf("the daemon's own uid %d is not an admin: `kubectl exec ... sockfactory reload` (README.md) would be denied", uid)
 	}
@@ -324,5 +328,45 @@ func TestExamplePod(t *testing.T) {
 	}
 	if d := cfg.Policy.ConnectIP(caller, dest.Addr(), dest.Port()); !d.Allowed {
 		t.Errorf("example pod: the ConfigMap's configuration denies uid %d a connection to %s", uid, dest)
+	}
+}
+
+// checkMetrics checks that the scrape annotations, the container's metrics
+// port and the configuration's [metrics] listen agree, and that the
+// listener is reachable from another pod (not the node's loopback).
+func checkMetrics(t *testing.T, ds *appsv1.DaemonSet, c *corev1.Container, listen string) {
+	t.Helper()
+	ann := ds.Spec.Template.Annotations
+	if ann["prometheus.io/scrape"] != "true" {
+		t.Errorf("daemonset: template annotation prometheus.io/scrape is %q, want \"true\"", ann["prometheus.io/scrape"])
+		return
+	}
+	if listen == "" {
+		t.Fatalf("the pods are annotated for scraping but the configuration has no [metrics] listen")
+	}
+	ap, err := netip.ParseAddrPort(listen)
+	if err != nil {
+		t.Fatalf("[metrics] listen %q: want a numeric ip:port a scrape can reach: %v", listen, err)
+	}
+	if ap.Addr().IsLoopback() {
+		t.Errorf("[metrics] listen %s is the node's loopback (hostNetwork): Prometheus in another pod cannot reach it", listen)
+	}
+	if got := ann["prometheus.io/port"]; got != strconv.Itoa(int(ap.Port())) {
+		t.Errorf("daemonset: prometheus.io/port %q, want the listener's port %d", got, ap.Port())
+	}
+	if p := ann["prometheus.io/path"]; p != "" && p != "/metrics" {
+		t.Errorf("daemonset: prometheus.io/path %q, want /metrics", p)
+	}
+	found := false
+	for _, p := range c.Ports {
+		if p.Name == "metrics" {
+			found = true
+			if p.ContainerPort != int32(ap.Port()) || (p.Protocol != "" && p.Protocol != corev1.ProtocolTCP) {
+				t.Errorf("daemonset: port metrics is %d/%s, want %d/TCP", p.ContainerPort, p.Protocol, ap.Port())
+			}
+		}
+	}
+	if !found {
+		t.Errorf("daemonset: container %s has no port named metrics", c.Name)
 	}
 }
