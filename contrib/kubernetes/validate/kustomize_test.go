@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"os"
 	"os/exec"
 	"testing"
 
@@ -9,7 +10,7 @@ import (
 )
 
 // TestKubectlKustomize renders the kustomization with kubectl's built-in
-// kustomize, when kubectl is installed (CI need not have it), and checks
+// kustomize (Debian's kubernetes-client has it; .ci/run installs it), and checks
 // that what kubectl apply -k would send decodes as strictly as the files
 // and is the same objects. kubectl kustomize works offline; kubectl apply
 // --dry-run=client does not (it asks the API server for its types), so it
@@ -17,7 +18,13 @@ import (
 func TestKubectlKustomize(t *testing.T) {
 	kubectl, err := exec.LookPath("kubectl")
 	if err != nil {
-		t.Skip("kubectl not installed; the strict decoding of the files above is the check that counts")
+		// This module cannot import the root module's internal/testnet,
+		// whose SkipOrFail this mirrors: CI has every tool the tests use.
+		msg := "kubectl not installed (apt-get install kubernetes-client); the strict decoding of the files above still runs"
+		if os.Getenv("SOCKFACTORY_REQUIRE_ROOT") == "1" {
+			t.Fatal(msg + "; SOCKFACTORY_REQUIRE_ROOT=1 forbids skipping")
+		}
+		t.Skip(msg)
 	}
 	out, err := exec.Command(kubectl, "kustomize", manifestDir).Output()
 	if err != nil {
