@@ -27,19 +27,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// errnoErr turns a raw call's errno into its error, nil for 0. (An Errno
+// below 256 boxes into an interface without allocating, so no table of
+// preallocated values is needed.)
 func errnoErr(e unix.Errno) error {
-	switch e {
-	case 0:
+	if e == 0 {
 		return nil
-	case unix.EAGAIN:
-		return unix.EAGAIN
-	case unix.EINVAL:
-		return unix.EINVAL
-	case unix.ENOENT:
-		return unix.ENOENT
 	}
 	return e
 }
+
+// Recvmsg and Sendmsg each build their msghdr in place rather than
+// through a shared helper: a pointer to the iovec stored through a
+// parameter makes escape analysis move it (or the whole message, and the
+// caller's buffers with it) to the heap, an allocation per request.
 
 // Recvmsg is recvmsg(2) of one buffer and its control data; flags must
 // include MSG_DONTWAIT unless fd is non-blocking.

@@ -159,3 +159,28 @@ func TestCalls(t *testing.T) {
 		t.Errorf("Getsockname of a closed descriptor: %v, want EBADF", err)
 	}
 }
+
+// The request path's calls allocate nothing, errors included: each is
+// made once or twice per request.
+func TestNoAllocations(t *testing.T) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pair[0])
+	defer unix.Close(pair[1])
+	msg, buf, oob := []byte("ping"), make([]byte, 16), make([]byte, 64)
+	if n := testing.AllocsPerRun(200, func() {
+		if _, err := Sendmsg(pair[0], msg, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := Recvmsg(pair[1], buf, oob, unix.MSG_DONTWAIT); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := Recvmsg(pair[1], buf, oob, unix.MSG_DONTWAIT); err != unix.EAGAIN {
+			t.Fatalf("Recvmsg of an empty socket: %v, want EAGAIN", err)
+		}
+	}); n != 0 {
+		t.Errorf("Sendmsg, Recvmsg and an EAGAIN: %v allocations per round, want 0", n)
+	}
+}
