@@ -216,6 +216,18 @@ func openFDs(t *testing.T) int {
 	return len(ents)
 }
 
+// waitFDs returns this process's open descriptor count once it is want,
+// or after 5 s: a server in this process closes its ends of connections
+// when it sees the clients go, a moment after they do.
+func waitFDs(t *testing.T, want int) int {
+	t.Helper()
+	got := openFDs(t)
+	for deadline := time.Now().Add(5 * time.Second); got != want && time.Now().Before(deadline); got = openFDs(t) {
+		time.Sleep(time.Millisecond)
+	}
+	return got
+}
+
 // The floors and their clients work and close every fd they receive.
 func TestFloorsCloseWhatTheyReceive(t *testing.T) {
 	dir := t.TempDir()
@@ -262,11 +274,7 @@ func TestFloorsCloseWhatTheyReceive(t *testing.T) {
 			c()
 			// The fdpass server, in this process, closes its end of the
 			// connection when it sees the client's go.
-			after := openFDs(t)
-			for deadline := time.Now().Add(5 * time.Second); after != before && time.Now().Before(deadline); after = openFDs(t) {
-				time.Sleep(time.Millisecond)
-			}
-			if after != before {
+			if after := waitFDs(t, before); after != before {
 				t.Errorf("open fds: %d after 200 operations, %d before", after, before)
 			}
 		})
@@ -339,11 +347,7 @@ func TestRawFloors(t *testing.T) {
 			}
 			// fdpass-threads, in this process, closes its ends of the
 			// connections when it sees the clients go.
-			after := openFDs(t)
-			for deadline := time.Now().Add(5 * time.Second); after != before && time.Now().Before(deadline); after = openFDs(t) {
-				time.Sleep(time.Millisecond)
-			}
-			if after != before {
+			if after := waitFDs(t, before); after != before {
 				t.Errorf("open fds of the tool: %d after 300 operations, %d before", after, before)
 			}
 		})

@@ -26,22 +26,7 @@ func benchRegistry(b *testing.B, n int) (*registry.Registry, registry.Key) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { base.Close() })
-	dup := func(k registry.Key) func() (*os.File, netip.AddrPort, error) {
-		return func() (*os.File, netip.AddrPort, error) {
-			rc, err := base.SyscallConn()
-			if err != nil {
-				return nil, netip.AddrPort{}, err
-			}
-			fd, derr := -1, error(nil)
-			if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-				return nil, netip.AddrPort{}, err
-			}
-			if derr != nil {
-				return nil, netip.AddrPort{}, derr
-			}
-			return os.NewFile(uintptr(fd), "bench"), k.Addr, nil
-		}
-	}
+	dup := func(k registry.Key) func() (*os.File, netip.AddrPort, error) { return dupCreate(base, k) }
 	g := registry.New(time.Minute)
 	b.Cleanup(g.Close)
 	holder := &registry.Holder{UID: 1000, PID: 1}
@@ -60,6 +45,25 @@ func benchRegistry(b *testing.B, n int) (*registry.Registry, registry.Key) {
 	}
 	gr.File.Close()
 	return g, shared
+}
+
+// dupCreate returns a Request.Create that makes "the socket for k" as a
+// close-on-exec duplicate of base.
+func dupCreate(base *os.File, k registry.Key) func() (*os.File, netip.AddrPort, error) {
+	return func() (*os.File, netip.AddrPort, error) {
+		rc, err := base.SyscallConn()
+		if err != nil {
+			return nil, netip.AddrPort{}, err
+		}
+		fd, derr := -1, error(nil)
+		if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+			return nil, netip.AddrPort{}, err
+		}
+		if derr != nil {
+			return nil, netip.AddrPort{}, derr
+		}
+		return os.NewFile(uintptr(fd), "bench"), k.Addr, nil
+	}
 }
 
 // BenchmarkAcquireRelease is the cache's part of a handoff: look the shared
@@ -142,20 +146,6 @@ func BenchmarkRegistryScale(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer base.Close()
-	dup := func() (*os.File, error) {
-		rc, err := base.SyscallConn()
-		if err != nil {
-			return nil, err
-		}
-		fd, derr := -1, error(nil)
-		if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-			return nil, err
-		}
-		if derr != nil {
-			return nil, derr
-		}
-		return os.NewFile(uintptr(fd), "bench"), nil
-	}
 	for _, held := range []int{10, 1000, 100000, 1000000} {
 		b.Run(fmt.Sprintf("held=%d", held), func(b *testing.B) {
 			var ms runtime.MemStats
@@ -183,7 +173,7 @@ func BenchmarkRegistryScale(b *testing.B) {
 			shared := key("tcp", lo4, 9)
 			sharedReq := func(h *registry.Holder, pending bool) *registry.Request {
 				return &registry.Request{Key: shared, Share: registry.ShareAny, Options: opts, Holder: h, Pending: pending,
-					Create: func() (*os.File, netip.AddrPort, error) { f, err := dup(); return f, shared.Addr, err }}
+					Create: dupCreate(base, shared)}
 			}
 			gr, err := g.Acquire(sharedReq(holder, false))
 			if err != nil {
@@ -197,7 +187,7 @@ func BenchmarkRegistryScale(b *testing.B) {
 					req := sharedReq(h, kind == "token")
 					if kind == "bind-release" {
 						req = &registry.Request{Key: fresh, Share: registry.ShareNone, Options: opts, Holder: h,
-							Create: func() (*os.File, netip.AddrPort, error) { f, err := dup(); return f, fresh.Addr, err }}
+							Create: dupCreate(base, fresh)}
 					}
 					b.ReportAllocs()
 					for b.Loop() {
